@@ -1,0 +1,23 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""mmekd: depth-level dynamic networks with Embedded Knowledge Distillation
+and Knowledge Evolution for MMPretrain."""
+import mmengine
+import mmpretrain
+from mmengine.utils import digit_version
+
+from .utils import register_safe_checkpoint_loader
+from .version import __version__, version_info
+
+_mmengine_version = digit_version(mmengine.__version__)
+assert digit_version('0.10.0') <= _mmengine_version < digit_version('1.0.0'), (
+    f'mmengine=={mmengine.__version__} is incompatible with mmekd; install '
+    'mmengine>=0.10.0,<1.0.0')
+_mmpretrain_version = digit_version(mmpretrain.__version__)
+assert digit_version('1.2.0') <= _mmpretrain_version < digit_version(
+    '1.3.0'), (f'mmpretrain=={mmpretrain.__version__} is incompatible with '
+               'mmekd; install mmpretrain>=1.2.0,<1.3.0')
+
+# torch >= 2.6 + mmengine 0.10: load mmengine checkpoints safely.
+register_safe_checkpoint_loader()
+
+__all__ = ['__version__', 'version_info']

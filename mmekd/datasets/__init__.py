@@ -1,0 +1,1 @@
+# Copyright (c) mmekd contributors. All rights reserved.

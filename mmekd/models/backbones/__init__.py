@@ -1,0 +1,8 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+from .depth_dynamic_resnet import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
+                                   PrivateBatchNorm2d, select_blocks)
+
+__all__ = [
+    'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'PrivateBatchNorm2d',
+    'select_blocks'
+]

@@ -1,0 +1,4 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+from .ddnn_classifier import DDNNClassifier
+
+__all__ = ['DDNNClassifier']

@@ -1,0 +1,35 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Registries of mmekd: children of MMPretrain's registries, scope ``mmekd``.
+
+Configs keep ``default_scope = 'mmpretrain'`` and refer to our components as
+``type='mmekd.<Name>'``. MMEngine then imports :mod:`mmekd.registry` from the
+prefix alone and, through ``locations``, the module that registers ``Name``.
+"""
+from mmengine.registry import Registry
+from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
+from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
+from mmpretrain.registry import LOOPS as MMPRETRAIN_LOOPS
+from mmpretrain.registry import METRICS as MMPRETRAIN_METRICS
+from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+from mmpretrain.registry import TRANSFORMS as MMPRETRAIN_TRANSFORMS
+
+__all__ = ['MODELS', 'HOOKS', 'LOOPS', 'METRICS', 'DATASETS', 'TRANSFORMS']
+
+MODELS = Registry(
+    'model', parent=MMPRETRAIN_MODELS, scope='mmekd',
+    locations=['mmekd.models'])
+HOOKS = Registry(
+    'hook', parent=MMPRETRAIN_HOOKS, scope='mmekd',
+    locations=['mmekd.engine'])
+LOOPS = Registry(
+    'loop', parent=MMPRETRAIN_LOOPS, scope='mmekd',
+    locations=['mmekd.engine'])
+METRICS = Registry(
+    'metric', parent=MMPRETRAIN_METRICS, scope='mmekd',
+    locations=['mmekd.evaluation'])
+DATASETS = Registry(
+    'dataset', parent=MMPRETRAIN_DATASETS, scope='mmekd',
+    locations=['mmekd.datasets'])
+TRANSFORMS = Registry(
+    'transform', parent=MMPRETRAIN_TRANSFORMS, scope='mmekd',
+    locations=['mmekd.datasets'])

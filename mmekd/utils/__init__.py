@@ -1,0 +1,8 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+from .checkpoint import (UnsafeCheckpointError, allowed_globals,
+                         register_safe_checkpoint_loader, safe_load)
+
+__all__ = [
+    'UnsafeCheckpointError', 'allowed_globals', 'safe_load',
+    'register_safe_checkpoint_loader'
+]

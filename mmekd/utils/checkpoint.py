@@ -1,0 +1,89 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Safe checkpoint loading for torch >= 2.6 with mmengine 0.10.x.
+
+Torch loads with ``weights_only=True``: only tensors, containers and an
+allow-list of globals are unpickled. MMEngine's own checkpoints carry a few
+harmless classes (its ``HistoryBuffer`` log history, numpy arrays and
+scalars), which mmengine 0.10.7 does not allow-list, so ``--resume`` and
+``tools/test.py`` fail. :func:`safe_load` adds exactly those classes to the
+allow-list. Anything else (a pickled function, a class that runs code when
+rebuilt) is refused with :class:`UnsafeCheckpointError`; there is no fallback
+to unrestricted unpickling.
+"""
+import os.path as osp
+import pickle
+from typing import Any, List
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint holds objects that are not on the allow-list."""
+
+
+def _numpy_globals() -> List[Any]:
+    """Numpy classes and functions an array or scalar unpickles through."""
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = [type(np.dtype(t)) for t in (
+        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+        np.uint16, np.uint32, np.uint64, np.float16, np.float32, np.float64,
+        np.complex64, np.complex128, np.str_, np.bytes_, np.object_)]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
+
+
+def allowed_globals() -> List[Any]:
+    """The globals, beyond torch's defaults, a checkpoint may contain."""
+    return [HistoryBuffer, *_numpy_globals()]
+
+
+def safe_load(f, map_location=None) -> Any:
+    """``torch.load`` with ``weights_only=True`` and mmengine's allow-list.
+
+    Args:
+        f: A path or a file-like object.
+        map_location: As for :func:`torch.load`.
+
+    Raises:
+        UnsafeCheckpointError: The checkpoint contains something that is not
+            allow-listed (e.g. a pickled callable); nothing of it is run.
+    """
+    name = f if isinstance(f, str) else getattr(f, 'name', repr(f))
+    try:
+        with torch.serialization.safe_globals(allowed_globals()):
+            return torch.load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f'Refusing to load checkpoint {name}: it contains objects that '
+            'are not on the allow-list of safe types (tensors, containers, '
+            'numbers, numpy arrays, mmengine HistoryBuffer), so unpickling '
+            'it could run arbitrary code. Only load checkpoints you trust; '
+            f'torch said: {str(e).splitlines()[0]}') from None
+    except (RuntimeError, EOFError) as e:
+        raise RuntimeError(
+            f'Cannot read checkpoint {name}: the file is truncated or not a '
+            f'PyTorch checkpoint ({type(e).__name__}: '
+            f'{str(e).splitlines()[0] if str(e) else ""})') from None
+
+
+def _load_from_local(filename: str, map_location=None):
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+    return safe_load(filename, map_location=map_location)
+
+
+def register_safe_checkpoint_loader() -> None:
+    """Make mmengine load local checkpoints through :func:`safe_load`.
+
+    Replaces mmengine's loader for local paths (scheme ``''``), used by
+    ``load_from``, ``--resume``, ``tools/test.py`` and ``init_cfg``
+    ``Pretrained``.
+    """
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=_load_from_local, force=True)
