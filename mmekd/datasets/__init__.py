@@ -1,1 +1,7 @@
 # Copyright (c) mmekd contributors. All rights reserved.
+import mmpretrain.datasets  # noqa: F401  (register MMPretrain transforms)
+
+from .cifar import CIFAR10, CIFAR100, load_cifar_batch
+from .digits import Digits
+
+__all__ = ['CIFAR10', 'CIFAR100', 'Digits', 'load_cifar_batch']

@@ -37,9 +37,35 @@ def _numpy_globals() -> List[Any]:
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """The only ``getattr`` a checkpoint may call.
+
+    ``HistoryBuffer.__getstate__`` saves its statistics methods, and pickle
+    protocol 2 (``torch.save``'s default) writes each of them as
+    ``getattr(HistoryBuffer, 'mean')``. Anything else is refused.
+    """
+    if obj is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
+
+
+def _empty_bytes(*args) -> bytes:
+    """``bytes()``: protocol 2 pickles ``b''`` (the buffer of an empty numpy
+    array) as a call to ``bytes`` without arguments; nothing else is
+    allowed."""
+    if args:
+        raise pickle.UnpicklingError(
+            f'bytes{args!r} is not allowed in a checkpoint')
+    return b''
+
+
 def allowed_globals() -> List[Any]:
     """The globals, beyond torch's defaults, a checkpoint may contain."""
-    return [HistoryBuffer, *_numpy_globals()]
+    return [
+        HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'),
+        (_empty_bytes, 'builtins.bytes'), *_numpy_globals()
+    ]
 
 
 def safe_load(f, map_location=None) -> Any:
@@ -58,13 +84,21 @@ def safe_load(f, map_location=None) -> Any:
         with torch.serialization.safe_globals(allowed_globals()):
             return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        # Keep the line naming the refused global, not torch's generic advice.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        advice = ('(1)', '(2)', 'Check the documentation', 'Please file an')
+        detail = ' '.join(
+            line for line in lines[1:] if not line.startswith(advice)) or (
+                lines[0] if lines else '')
         raise UnsafeCheckpointError(
             f'Refusing to load checkpoint {name}: it contains objects that '
             'are not on the allow-list of safe types (tensors, containers, '
             'numbers, numpy arrays, mmengine HistoryBuffer), so unpickling '
             'it could run arbitrary code. Only load checkpoints you trust; '
-            f'torch said: {str(e).splitlines()[0]}') from None
-    except (RuntimeError, EOFError) as e:
+            f'torch said: {detail}') from None
+    except (RuntimeError, EOFError, KeyError, ValueError) as e:
+        # Zip reader errors, or a legacy/garbage stream the unpickler chokes
+        # on (e.g. KeyError for a memo lookup in random bytes).
         raise RuntimeError(
             f'Cannot read checkpoint {name}: the file is truncated or not a '
             f'PyTorch checkpoint ({type(e).__name__}: '

@@ -63,13 +63,16 @@ class PrivateBatchNorm2d(nn.BatchNorm2d):
     def __init__(self, norm: nn.BatchNorm2d, sub_nets: Sequence[str]):
         super().__init__(norm.num_features, norm.eps, norm.momentum,
                          norm.affine, norm.track_running_stats)
-        self.load_state_dict(norm.state_dict())
-        self.requires_grad_(norm.weight.requires_grad
-                            if norm.affine else False)
+        # The copies must exist before load_state_dict, whose override below
+        # reads ``self.sub_norms``.
         self.sub_norms = nn.ModuleDict(
             {name: copy.deepcopy(norm)
              for name in sub_nets})
         self.active_net = FULL_NET
+        self.load_state_dict(norm.state_dict())
+        self.requires_grad_(norm.weight.requires_grad
+                            if norm.affine else False)
+        self.train(norm.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.active_net == FULL_NET:
@@ -249,6 +252,12 @@ class DepthDynamicResNet(ResNet):
 
     def init_weights(self):
         super().init_weights()
+        if (isinstance(self.init_cfg, dict)
+                and self.init_cfg['type'] == 'Pretrained'):
+            # The checkpoint set the private copies (a plain ResNet one
+            # starts them from the full net's values, see
+            # PrivateBatchNorm2d); syncing would overwrite them.
+            return
         # zero_init_residual and other inits touched the full net's norms.
         for m in self.modules():
             if isinstance(m, PrivateBatchNorm2d):

@@ -116,7 +116,10 @@ class DDNNClassifier(ImageClassifier):
         self.at_stages = at_stages
         self.kl_loss = MODELS.build(kl_loss) if kl_loss else None
         self.at_loss = MODELS.build(at_loss) if at_loss else None
-        self.predict_net = self._check_net(predict_net)
+        if predict_net not in self.backbone.net_names:
+            raise ValueError(f'predict_net must be one of '
+                             f'{self.backbone.net_names}, got {predict_net!r}')
+        self.predict_net = predict_net
         self.eval_all_nets = eval_all_nets
 
     @property

@@ -23,7 +23,9 @@ class MultiNetClsHead(LinearClsHead):
         in_channels (int): Input feature channels.
         net_names (Sequence[str]): Nets, ``'full'`` first. The
             :class:`DDNNClassifier` fills it in from its backbone.
-        private_fc (bool): A classifier per net. Defaults to False.
+        private_fc (bool): A classifier per net. A checkpoint without the
+            sub-nets' classifiers (a plain classifier) starts them from
+            ``fc``. Defaults to False.
         **kwargs: Other arguments of :class:`LinearClsHead` (``loss``,
             ``topk``, ``cal_acc``, ``init_cfg``).
     """
@@ -46,6 +48,21 @@ class MultiNetClsHead(LinearClsHead):
                 name: nn.Linear(in_channels, num_classes)
                 for name in net_names[1:]
             })
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A plain classifier checkpoint (or one with a shared ``fc``) has no
+        # private classifiers: start them from ``fc`` instead of reporting
+        # them missing, as PrivateBatchNorm2d does for the norms.
+        if self.private_fc:
+            for name in self.sub_fcs:
+                sub_prefix = f'{prefix}sub_fcs.{name}.'
+                if any(k.startswith(sub_prefix) for k in state_dict):
+                    continue
+                for key in ('weight', 'bias'):
+                    if f'{prefix}fc.{key}' in state_dict:
+                        state_dict[sub_prefix + key] = state_dict[
+                            f'{prefix}fc.{key}']
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def classifier(self, net: str) -> nn.Linear:
         """The linear layer that classifies for ``net``."""

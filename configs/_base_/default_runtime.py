@@ -1,0 +1,28 @@
+# Runtime shared by all mmekd configs (mirrors MMPretrain's default runtime).
+default_scope = 'mmpretrain'
+# mmekd components are referred to as 'mmekd.<Name>'; importing the package
+# also installs the safe checkpoint loader (torch>=2.6 weights_only).
+custom_imports = dict(imports=['mmekd'], allow_failed_imports=False)
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=100),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    # save_best='auto' takes the first metric: 'full/top1' for DDNN models.
+    checkpoint=dict(
+        type='CheckpointHook', interval=1, max_keep_ckpts=3,
+        save_best='auto'),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='VisualizationHook', enable=False),
+)
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0, deterministic=False)

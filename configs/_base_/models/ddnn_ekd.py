@@ -1,0 +1,31 @@
+# DDNN + EKD model skeleton: fill in backbone depth/sub_depths and the head's
+# num_classes/in_channels. Every field below is a documented default.
+model = dict(
+    type='mmekd.DDNNClassifier',
+    backbone=dict(
+        type='mmekd.DepthDynamicResNet',
+        depth=34,
+        sub_depths=[[2, 2, 2, 2]],
+        block_choice='first',      # which k blocks of a stage a sub-net keeps
+        private_norm=False,        # BatchNorm shared by all nets
+        out_indices=(0, 1, 2, 3),  # all stages: attention distillation
+    ),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='mmekd.MultiNetClsHead',
+        num_classes=1000,
+        in_channels=512,
+        private_fc=False,          # one classifier shared by all nets
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+    ),
+    # EKD: full net (teacher) -> every sub-net (students), teacher detached.
+    kl_loss=dict(type='mmekd.KLDivLoss', tau=4.0, loss_weight=1.0),
+    at_loss=dict(
+        type='mmekd.AttentionTransferLoss',
+        p=2.0,
+        mode='activation',
+        loss_weight=1000.0),
+    at_stages=(0, 1, 2, 3),
+    predict_net='full',
+    eval_all_nets=True,
+)

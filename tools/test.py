@@ -1,0 +1,100 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Test a checkpoint; prints top-1/top-5 of every net of a DDNN model."""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.evaluator import DumpResults
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
+from mmekd.evaluation import format_net_table
+from mmekd.utils import apply_dataloader_defaults
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs')
+    parser.add_argument('--out', help='dump predictions to this pickle file')
+    parser.add_argument(
+        '--out-item',
+        choices=['metrics', 'pred'],
+        help='what --out saves: the metrics or the predictions (default)')
+    parser.add_argument(
+        '--net',
+        help='net whose prediction is pred_score (e.g. full, sub0); all '
+        'nets are still evaluated')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
+    parser.add_argument(
+        '--amp', action='store_true', help='mixed-precision inference')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='disable pin_memory in the dataloaders')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg: Config, args) -> Config:
+    """Merge command-line arguments into the config."""
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
+    cfg.load_from = args.checkpoint
+    if args.amp:
+        cfg.test_cfg = cfg.get('test_cfg') or dict()
+        cfg.test_cfg.fp16 = True
+    if args.net is not None:
+        cfg.model.predict_net = args.net
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    apply_dataloader_defaults(cfg, args.no_pin_memory, True)
+    if args.out is None and args.out_item is not None:
+        raise SystemExit('--out-item needs --out')
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg = merge_args(cfg, args)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    if args.out and args.out_item in ('pred', None):
+        runner.test_evaluator.metrics.append(
+            DumpResults(out_file_path=args.out))
+
+    metrics = runner.test()
+    if args.out and args.out_item == 'metrics':
+        import mmengine
+        mmengine.dump(metrics, args.out)
+    table = format_net_table(metrics, runner.model)
+    if table and runner.rank == 0:
+        print(f'\nTest results of {args.checkpoint}:\n{table}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,125 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Train a model (MMPretrain's tools/train.py flags; mmekd components)."""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
+from mmekd.evaluation import format_net_table
+from mmekd.utils import apply_dataloader_defaults, enable_amp
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from this checkpoint; without a path, from the latest '
+        'checkpoint in the work directory')
+    parser.add_argument(
+        '--amp', action='store_true', help='mixed-precision training (GPU)')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate checkpoints during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the actual / base batch size')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='disable pin_memory in the dataloaders')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='disable persistent_workers in the dataloaders')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value (e.g. '
+        'model.kl_loss=None train_cfg.max_epochs=1 '
+        'model.backbone.sub_depths="[[2,2,2,2]]")')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg: Config, args) -> Config:
+    """Merge command-line arguments into the config."""
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise SystemExit(f'--resume: checkpoint {args.resume} does not '
+                             'exist')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg:
+            raise SystemExit('--auto-scale-lr: the config has no '
+                             'auto_scale_lr.base_batch_size')
+        cfg.auto_scale_lr.enable = True
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    apply_dataloader_defaults(cfg, args.no_pin_memory,
+                              args.no_persistent_workers)
+    return cfg
+
+
+def last_val_metrics(runner: Runner) -> dict:
+    """The metrics of the last validation, as logged by the runner."""
+    return {
+        key[len('val/'):]: buf.current()
+        for key, buf in runner.message_hub.log_scalars.items()
+        if key.startswith('val/')
+    }
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg = merge_args(cfg, args)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train()
+
+    table = format_net_table(last_val_metrics(runner), runner.model)
+    if table and runner.rank == 0:
+        print(f'\nTop-1 per net after {runner.epoch} epochs '
+              f'(validation set of {osp.basename(args.config)}):\n{table}')
+
+
+if __name__ == '__main__':
+    main()
