@@ -11,9 +11,13 @@ from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
 from mmpretrain.registry import LOOPS as MMPRETRAIN_LOOPS
 from mmpretrain.registry import METRICS as MMPRETRAIN_METRICS
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+from mmpretrain.registry import OPTIM_WRAPPERS as MMPRETRAIN_OPTIM_WRAPPERS
 from mmpretrain.registry import TRANSFORMS as MMPRETRAIN_TRANSFORMS
 
-__all__ = ['MODELS', 'HOOKS', 'LOOPS', 'METRICS', 'DATASETS', 'TRANSFORMS']
+__all__ = [
+    'MODELS', 'HOOKS', 'LOOPS', 'METRICS', 'DATASETS', 'TRANSFORMS',
+    'OPTIM_WRAPPERS'
+]
 
 MODELS = Registry(
     'model', parent=MMPRETRAIN_MODELS, scope='mmekd',
@@ -33,3 +37,6 @@ DATASETS = Registry(
 TRANSFORMS = Registry(
     'transform', parent=MMPRETRAIN_TRANSFORMS, scope='mmekd',
     locations=['mmekd.datasets'])
+OPTIM_WRAPPERS = Registry(
+    'optim_wrapper', parent=MMPRETRAIN_OPTIM_WRAPPERS, scope='mmekd',
+    locations=['mmekd.engine'])

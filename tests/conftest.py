@@ -8,6 +8,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import mmekd  # noqa: F401  (registers the safe checkpoint loader)
 import mmekd.models  # noqa: F401  (registers the models)
 
+# The tests use tiny tensors: extra threads only add overhead, and on a busy
+# machine OpenMP threads waiting for each other make them ~100x slower.
+torch.set_num_threads(1)
+
 
 def _randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm random affine parameters and running statistics.

@@ -10,8 +10,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
+from mmekd.engine.hooks import CheckpointKeysHook
 from mmekd.evaluation import format_net_table
-from mmekd.utils import apply_dataloader_defaults
+from mmekd.utils import (CheckpointMismatchError, UnsafeCheckpointError,
+                         apply_dataloader_defaults, setup_cpu_distributed)
 
 
 def parse_args():
@@ -79,15 +81,24 @@ def main():
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    # torchrun without a GPU: gloo process group + DDP of a CPU module.
+    setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    # MMEngine loads with strict=False and only warns about missing keys:
+    # testing a checkpoint of another model must be an error instead.
+    runner.register_hook(CheckpointKeysHook())
     if args.out and args.out_item in ('pred', None):
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
 
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except (CheckpointMismatchError, UnsafeCheckpointError) as e:
+        runner.logger.error(str(e))
+        raise SystemExit(f'error: {e}') from None
     if args.out and args.out_item == 'metrics':
         import mmengine
         mmengine.dump(metrics, args.out)

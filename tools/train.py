@@ -9,8 +9,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
+from mmekd.engine.optim import NonFiniteLossError
 from mmekd.evaluation import format_net_table
-from mmekd.utils import apply_dataloader_defaults, enable_amp
+from mmekd.utils import (CheckpointMismatchError, UnsafeCheckpointError,
+                         apply_dataloader_defaults,
+                         apply_safe_training_defaults, enable_amp,
+                         setup_cpu_distributed)
 
 
 def parse_args():
@@ -42,6 +46,12 @@ def parse_args():
         '--no-persistent-workers',
         action='store_true',
         help='disable persistent_workers in the dataloaders')
+    parser.add_argument(
+        '--on-nonfinite',
+        choices=['stop', 'skip'],
+        help='what a NaN/inf loss does: stop training with an error naming '
+        'the loss term and iteration (default), or skip the iteration '
+        'without updating weights or optimizer state (mmekd.SafeOptimWrapper)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -93,6 +103,7 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     apply_dataloader_defaults(cfg, args.no_pin_memory,
                               args.no_persistent_workers)
+    apply_safe_training_defaults(cfg, args.on_nonfinite)
     return cfg
 
 
@@ -109,11 +120,18 @@ def main():
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    # torchrun without a GPU: gloo process group + DDP of a CPU module.
+    setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except (NonFiniteLossError, CheckpointMismatchError,
+            UnsafeCheckpointError) as e:
+        runner.logger.error(str(e))
+        raise SystemExit(f'error: {e}') from None
 
     table = format_net_table(last_val_metrics(runner), runner.model)
     if table and runner.rank == 0:

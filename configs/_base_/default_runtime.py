@@ -9,11 +9,16 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # save_best='auto' takes the first metric: 'full/top1' for DDNN models.
+    # AtomicCheckpointHook: CheckpointHook that writes temp file + rename, so
+    # a killed run never leaves a truncated checkpoint or a dangling
+    # last_checkpoint.
     checkpoint=dict(
-        type='CheckpointHook', interval=1, max_keep_ckpts=3,
+        type='mmekd.AtomicCheckpointHook', interval=1, max_keep_ckpts=3,
         save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    # Resume mid-epoch exactly: skip consumed batches, restore RNG states.
+    exact_resume=dict(type='mmekd.ExactResumeHook'),
 )
 env_cfg = dict(
     cudnn_benchmark=False,

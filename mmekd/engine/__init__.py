@@ -1,1 +1,3 @@
 # Copyright (c) mmekd contributors. All rights reserved.
+from .hooks import *  # noqa: F401,F403
+from .optim import *  # noqa: F401,F403

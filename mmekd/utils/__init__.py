@@ -8,3 +8,13 @@ __all__ = [
     'register_safe_checkpoint_loader', 'apply_dataloader_defaults',
     'enable_amp'
 ]
+from .atomic_save import atomic_write, fsync_and_replace  # noqa: E402
+from .checkpoint_keys import (CheckpointMismatchError,  # noqa: E402
+                              check_state_dict)
+from .dist import setup_cpu_distributed  # noqa: E402
+from .safe_defaults import apply_safe_training_defaults  # noqa: E402
+
+__all__ += [
+    'atomic_write', 'fsync_and_replace', 'CheckpointMismatchError',
+    'check_state_dict', 'setup_cpu_distributed', 'apply_safe_training_defaults'
+]

@@ -10,6 +10,7 @@ allow-list. Anything else (a pickled function, a class that runs code when
 rebuilt) is refused with :class:`UnsafeCheckpointError`; there is no fallback
 to unrestricted unpickling.
 """
+import os
 import os.path as osp
 import pickle
 from typing import Any, List
@@ -112,12 +113,37 @@ def _load_from_local(filename: str, map_location=None):
     return safe_load(filename, map_location=map_location)
 
 
-def register_safe_checkpoint_loader() -> None:
-    """Make mmengine load local checkpoints through :func:`safe_load`.
+def _load_from_http(filename: str, map_location=None, model_dir=None):
+    """Download once into the torch hub cache (rank 0 first), then
+    :func:`safe_load`; mmengine's ``load_url`` calls ``torch.load`` with
+    torch's default, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns off."""
+    from urllib.parse import urlparse
 
-    Replaces mmengine's loader for local paths (scheme ``''``), used by
+    import torch.distributed as torch_dist
+    from mmengine.dist import get_dist_info
+    from torch.hub import download_url_to_file, get_dir
+
+    model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
+    cached = osp.join(model_dir, osp.basename(urlparse(filename).path))
+    rank, world_size = get_dist_info()
+    for turn in (0, 1):  # rank 0 downloads, the others wait and read
+        if (rank == 0) == (turn == 0) and not osp.isfile(cached):
+            os.makedirs(model_dir, exist_ok=True)
+            download_url_to_file(filename, cached, progress=rank == 0)
+        if world_size > 1 and turn == 0:
+            torch_dist.barrier()
+    return safe_load(cached, map_location=map_location)
+
+
+def register_safe_checkpoint_loader() -> None:
+    """Make mmengine load local and http(s) checkpoints through
+    :func:`safe_load`.
+
+    Replaces mmengine's loaders for local paths (scheme ``''``), used by
     ``load_from``, ``--resume``, ``tools/test.py`` and ``init_cfg``
-    ``Pretrained``.
+    ``Pretrained``, and for ``http://``/``https://`` URLs.
     """
     CheckpointLoader.register_scheme(
         prefixes='', loader=_load_from_local, force=True)
+    CheckpointLoader.register_scheme(
+        prefixes=('http://', 'https://'), loader=_load_from_http, force=True)

@@ -23,7 +23,8 @@ class MultiNetAccuracy(BaseMetric):
         prefix (str, optional): Prefix put before the net name
             (``'<prefix>/<net>/top1'``). Defaults to None.
     """
-    default_prefix: Optional[str] = None
+    # Keys are '<net>/top<k>' already; '' (not None) means no prefix.
+    default_prefix: Optional[str] = ''
 
     def __init__(self,
                  topk: Union[int, Sequence[int]] = (1, ),

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from mmpretrain.models.backbones import ResNet, ResNet_CIFAR
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.batchnorm import _NormBase
 
 from mmekd.registry import MODELS
 from ..utils import FULL_NET, sub_net_name
@@ -235,7 +235,8 @@ class DepthDynamicResNet(ResNet):
                                      []).append(name)
         sub_nets = [n for n in self.net_blocks if n != FULL_NET]
         for mod_name, module in list(self.named_modules()):
-            if not isinstance(module, _BatchNorm):
+            # Any norm, so that e.g. GroupNorm is refused, not left shared.
+            if not isinstance(module, (_NormBase, nn.GroupNorm, nn.LayerNorm)):
                 continue
             if type(module) is not nn.BatchNorm2d:
                 raise TypeError(

@@ -2,10 +2,12 @@
 """DDNN with Embedded Knowledge Distillation (EKD): the classifier that trains
 a full net and all its sub-nets on the same batch."""
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
@@ -46,7 +48,9 @@ class DDNNClassifier(ImageClassifier):
         at_loss (dict, optional): Attention distillation loss on the stage
             outputs listed in ``at_stages``. Defaults to
             ``AttentionTransferLoss(p=2, mode='activation',
-            loss_weight=1000)``. ``None`` disables it.
+            loss_weight=100)``. ``None`` disables it. (Weight 1000, the
+            attention-transfer paper's beta, made training diverge in the
+            digits demo: the attention gradients outweighed CE 3-12x.)
         at_stages (Sequence[int]): Stages (0-based) whose outputs are matched
             by attention distillation; each must be in the backbone's
             ``out_indices``. Defaults to all of the backbone's stages.
@@ -54,6 +58,19 @@ class DDNNClassifier(ImageClassifier):
             Defaults to ``'full'``.
         eval_all_nets (bool): ``predict`` also scores every other net.
             Defaults to True.
+        train_step_mode (str): How :meth:`train_step` back-propagates.
+            ``'memory_efficient'`` (default) runs the teacher first and
+            back-propagates each net's losses as soon as they are known, so
+            only one net's private activations are alive at a time; the
+            blocks shared by several nets are cut off at their outputs and
+            back-propagated once, after all their users. Same losses and
+            gradients as ``'simple'`` (sum of all losses, one backward), which
+            is MMEngine's default step. Under DDP the stock wrapper calls the
+            model's forward, i.e. the simple step; use
+            :class:`mmekd.DDNNDistributedDataParallel` for this one.
+        channels_last (bool): Keep the convolution weights and the input
+            batch in ``torch.channels_last`` memory format (faster
+            convolutions on tensor-core GPUs with AMP). Defaults to False.
         **kwargs: Other arguments of :class:`ImageClassifier`
             (``data_preprocessor``, ``train_cfg``, ``init_cfg``...).
     """
@@ -68,10 +85,12 @@ class DDNNClassifier(ImageClassifier):
                      type='mmekd.AttentionTransferLoss',
                      p=2.0,
                      mode='activation',
-                     loss_weight=1000.0),
+                     loss_weight=100.0),
                  at_stages: Optional[Sequence[int]] = None,
                  predict_net: str = FULL_NET,
                  eval_all_nets: bool = True,
+                 train_step_mode: str = 'memory_efficient',
+                 channels_last: bool = False,
                  **kwargs):
         if not isinstance(backbone, nn.Module):
             backbone = MODELS.build(backbone)
@@ -82,8 +101,21 @@ class DDNNClassifier(ImageClassifier):
                 f'{type(backbone).__name__}')
         if head is None:
             raise ValueError('DDNNClassifier needs a head config')
+
+        def check_head(head_cls: type) -> None:
+            if not hasattr(head_cls, 'classifier'):
+                raise TypeError('DDNNClassifier needs a head that classifies '
+                                'per net (e.g. mmekd.MultiNetClsHead), got '
+                                f'{head_cls.__name__}')
+
         if not isinstance(head, nn.Module):
             head = copy.deepcopy(head)
+            head_cls = head.get('type')
+            if isinstance(head_cls, str):
+                head_cls = MODELS.get(head_cls)
+            if isinstance(head_cls, type):
+                # Before building: another head fails on ``net_names``.
+                check_head(head_cls)
             given = head.get('net_names')
             if given is not None and list(given) != backbone.net_names:
                 raise ValueError(
@@ -91,10 +123,7 @@ class DDNNClassifier(ImageClassifier):
                     f"backbone's nets {backbone.net_names}")
             head['net_names'] = backbone.net_names
             head = MODELS.build(head)
-        if not hasattr(head, 'classifier'):
-            raise TypeError('DDNNClassifier needs a head that classifies '
-                            'per net (e.g. mmekd.MultiNetClsHead), got '
-                            f'{type(head).__name__}')
+        check_head(type(head))
         super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
 
         out_indices = sorted(self.backbone.out_indices)
@@ -121,6 +150,30 @@ class DDNNClassifier(ImageClassifier):
                              f'{self.backbone.net_names}, got {predict_net!r}')
         self.predict_net = predict_net
         self.eval_all_nets = eval_all_nets
+        if train_step_mode not in self.TRAIN_STEP_MODES:
+            raise ValueError(f'train_step_mode must be one of '
+                             f'{self.TRAIN_STEP_MODES}, got '
+                             f'{train_step_mode!r}')
+        self.train_step_mode = train_step_mode
+        if not isinstance(channels_last, bool):
+            raise TypeError(f'channels_last must be a bool, got '
+                            f'{channels_last!r}')
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    TRAIN_STEP_MODES = ('memory_efficient', 'simple')
+
+    def init_weights(self):
+        super().init_weights()
+        if self.channels_last:
+            # Initialisers may assign new (contiguous) tensors.
+            self.to(memory_format=torch.channels_last)
+
+    def _format_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and inputs.dim() == 4:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     @property
     def net_names(self) -> List[str]:
@@ -178,6 +231,7 @@ class DDNNClassifier(ImageClassifier):
                 inputs: torch.Tensor,
                 data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor'):
+        inputs = self._format_inputs(inputs)
         if mode == 'tensor':
             net = self.predict_net
             return self.forward_nets(inputs, [net])[0][net]
@@ -198,14 +252,17 @@ class DDNNClassifier(ImageClassifier):
                        ) -> Dict[str, torch.Tensor]:
         """The loss terms for the nets present in ``logits``.
 
-        The teacher (full net) must be among them when a sub-net is.
+        With distillation, the teacher (full net) must be among them when a
+        sub-net is.
         """
         losses = dict()
         for net, score in logits.items():
             losses[f'loss_ce_{net}'] = self.head.loss_by_net(
                 score, data_samples)
         students = [n for n in logits if n != FULL_NET]
-        if students and FULL_NET not in logits:
+        distill = self.kl_loss is not None or (self.at_loss is not None
+                                               and bool(self.at_stages))
+        if distill and students and FULL_NET not in logits:
             raise ValueError('distillation needs the full net (teacher)')
         for net in students:
             if self.kl_loss is not None:
@@ -217,6 +274,171 @@ class DDNNClassifier(ImageClassifier):
                     [feats[net][p] for p in pos],
                     [feats[FULL_NET][p].detach() for p in pos])
         return losses
+
+    # ------------------------------------------------------------------ #
+    # training step
+    # ------------------------------------------------------------------ #
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """One optimisation step of all nets (see ``train_step_mode``).
+
+        Same contract as :meth:`mmengine.model.BaseModel.train_step`: the
+        forward runs in ``optim_wrapper.optim_context`` (AMP, ``no_sync``
+        during gradient accumulation), every backward goes through
+        ``optim_wrapper.backward`` (loss scaling) after
+        ``optim_wrapper.scale_loss`` (gradient accumulation), the step counts
+        as one iteration of ``accumulative_counts``, and the returned
+        ``log_vars`` are :meth:`parse_losses` of all loss terms.
+        """
+        if self.train_step_mode == 'simple':
+            return super().train_step(data, optim_wrapper)
+        log_vars = self.backward_step(data, optim_wrapper)
+        if optim_wrapper.should_update():
+            optim_wrapper.step()
+            optim_wrapper.zero_grad()
+        return log_vars
+
+    def backward_step(self, data: Union[dict, tuple, list],
+                      optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """Forward and backward of the memory-efficient step, without the
+        optimizer step (a DDP wrapper syncs gradients in between).
+
+        Returns:
+            dict[str, Tensor]: ``log_vars`` as :meth:`parse_losses` makes
+            them from all loss terms.
+        """
+        count = optim_wrapper._inner_count
+
+        def backward(loss: torch.Tensor) -> None:
+            # optim_wrapper.backward scales the loss (AMP) and counts one
+            # iteration; several backward calls make one iteration here.
+            with torch.autocast(loss.device.type, enabled=False):
+                optim_wrapper.backward(optim_wrapper.scale_loss(loss))
+            optim_wrapper._inner_count = count
+
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            if not isinstance(data, dict):
+                raise TypeError('the memory-efficient train_step needs the '
+                                'data preprocessor to return a dict, got '
+                                f'{type(data).__name__}')
+            losses = self._backward_nets(data['inputs'],
+                                         data['data_samples'], backward)
+        optim_wrapper._inner_count = count + 1
+        _, log_vars = self.parse_losses(
+            OrderedDict((k, v.detach()) for k, v in losses.items()))
+        return log_vars
+
+    def _backward_nets(self, inputs: torch.Tensor,
+                       data_samples: List[DataSample],
+                       backward: Callable[[torch.Tensor], None]
+                       ) -> Dict[str, torch.Tensor]:
+        """Run the nets' block tree (as ``backbone.forward_nets`` does, in the
+        same order, so BatchNorm statistics match), back-propagating every
+        net's losses as soon as they are known.
+
+        A block output used by several nets is detached into a leaf when the
+        nets part there (or one ends there, or takes it as a distilled
+        feature); the segment that made it is back-propagated once, with the
+        gradient its users accumulated in the leaf, when the tree below it is
+        done. No graph is traversed twice, no ``retain_graph`` is needed.
+
+        Returns:
+            dict[str, Tensor]: All loss terms (teacher first).
+        """
+        backbone = self.backbone
+        nets = self.net_names
+        inputs = self._format_inputs(inputs)
+        feat_stages = {backbone.num_stages - 1}
+        if self.at_loss is not None and len(nets) > 1:
+            feat_stages.update(self.at_stages)
+        state = dict(teacher=None, pending=[], losses=OrderedDict())
+        outs = [dict() for _ in nets]
+
+        def finish(slot: int) -> None:
+            net = nets[slot]
+            feats = tuple(outs[slot][s] for s in sorted(outs[slot]))
+            logits = self.head(self._pool(feats), net=net)
+            if net == FULL_NET:
+                losses = self.compute_losses({net: logits}, {net: feats},
+                                             data_samples)
+                backward(self.parse_losses(losses)[0])
+                state['teacher'] = (logits.detach(),
+                                    tuple(f.detach() for f in feats),
+                                    set(losses))
+                state['losses'].update(losses)
+                for pending in state['pending']:
+                    finish_student(*pending)
+                state['pending'] = []
+            elif state['teacher'] is None:
+                state['pending'].append((net, logits, feats))
+            else:
+                finish_student(net, logits, feats)
+
+        def finish_student(net: str, logits: torch.Tensor,
+                           feats: Tuple[torch.Tensor]) -> None:
+            t_logits, t_feats, t_keys = state['teacher']
+            losses = self.compute_losses({
+                FULL_NET: t_logits,
+                net: logits
+            }, {
+                FULL_NET: t_feats,
+                net: feats
+            }, data_samples)
+            # The teacher's own terms (recomputed here on detached logits)
+            # were back-propagated with the teacher.
+            losses = OrderedDict(
+                (k, v) for k, v in losses.items() if k not in t_keys)
+            backward(self.parse_losses(losses)[0])
+            state['losses'].update(losses)
+
+        def run(x: torch.Tensor, items: list, pos: int) -> None:
+            groups = OrderedDict()
+            for slot, path in items:
+                if pos < len(path):
+                    groups.setdefault(path[pos], []).append((slot, path))
+            for (stage, block), members in groups.items():
+                y = getattr(backbone, backbone.res_layers[stage])[block](x)
+                ends, feat_of, nexts = [], [], set()
+                for slot, path in members:
+                    if pos + 1 == len(path):
+                        ends.append(slot)
+                    else:
+                        nexts.add(path[pos + 1])
+                    if (stage in backbone.out_indices
+                            and (pos + 1 == len(path)
+                                 or path[pos + 1][0] != stage)):
+                        feat_of.append(slot)
+                cut = (len(members) > 1 and y.requires_grad
+                       and (ends or len(nexts) > 1 or
+                            (feat_of and stage in feat_stages)))
+                out = y.detach().requires_grad_() if cut else y
+                for slot in feat_of:
+                    outs[slot][stage] = out
+                for slot in ends:
+                    finish(slot)
+                run(out, members, pos + 1)
+                if cut and out.grad is not None:
+                    # Every net below has back-propagated into ``out``.
+                    with torch.autocast(y.device.type, enabled=False):
+                        torch.autograd.backward(y, out.grad)
+                    out.grad = None
+
+        if backbone.private_norm:
+            # Nothing is shared (norms differ from the stem on): one net at
+            # a time, the teacher first.
+            for slot, net in enumerate(nets):
+                backbone._set_active_norm(net)
+                try:
+                    run(backbone._forward_stem(inputs),
+                        [(slot, backbone._paths[net])], 0)
+                finally:
+                    backbone._set_active_norm(FULL_NET)
+        else:
+            run(backbone._forward_stem(inputs),
+                [(slot, backbone._paths[net])
+                 for slot, net in enumerate(nets)], 0)
+        return state['losses']
 
     # ------------------------------------------------------------------ #
     # inference

@@ -128,8 +128,8 @@ class KESplit:
             (WELS packed masks).
     """
 
-    def __init__(self, mode: str, rate: float, seed: int, layers: Dict[str,
-                                                                      dict]):
+    def __init__(self, mode: str, rate: float, seed: int,
+                 layers: Dict[str, dict]):
         if mode not in SPLIT_MODES:
             raise ValueError(f'split_mode must be one of {SPLIT_MODES}, got '
                              f'{mode!r}')
@@ -245,7 +245,6 @@ class KESplit:
         """Inverse of :meth:`state_dict`."""
         return cls(state['mode'], state['rate'], state['seed'],
                    state['layers'])
-
 
 
 # Re-initialisers of the reset hypothesis: name -> torch.nn.init function.

@@ -1,0 +1,107 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""A CheckpointHook whose files are never left half-written."""
+import os
+import os.path as osp
+from contextlib import contextmanager
+
+from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend
+from mmengine.hooks import CheckpointHook
+
+from mmekd.registry import HOOKS
+from mmekd.utils.atomic_save import atomic_write, fsync_and_replace
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """:class:`mmengine.hooks.CheckpointHook` that survives being killed.
+
+    MMEngine 0.10.7 writes a checkpoint in place (``LocalBackend.put``), so a
+    crash during the write leaves a truncated ``epoch_N.pth``/``iter_N.pth``.
+    It also deletes the oldest checkpoint (``max_keep_ckpts``) *before*
+    writing the new one and only then updates ``last_checkpoint``, so a
+    crash in between leaves ``last_checkpoint`` naming a deleted file and
+    ``--resume`` fails. This hook, for local directories:
+
+    1. writes every checkpoint (regular and ``save_best``) to
+       ``<name>.tmp``, fsyncs it and renames it over ``<name>``;
+    2. rewrites ``last_checkpoint`` the same way;
+    3. removes outdated checkpoints only after 1 and 2.
+
+    So at any moment ``last_checkpoint`` names a complete file. Remote
+    back-ends (``backend_args``/``s3://``...) keep MMEngine's behaviour.
+    Arguments are those of :class:`CheckpointHook`.
+    """
+
+    def _is_local(self) -> bool:
+        return isinstance(self.file_backend, LocalBackend)
+
+    def _save_atomic(self, runner, filename: str, **kwargs) -> None:
+        """``runner.save_checkpoint(out_dir, filename)`` via a temp file."""
+        tmp_name = f'{filename}.tmp'
+        type(runner).save_checkpoint(runner, self.out_dir, tmp_name,
+                                     **kwargs)
+        if is_main_process():  # save_checkpoint is master-only
+            fsync_and_replace(
+                osp.join(self.out_dir, tmp_name),
+                osp.join(self.out_dir, filename))
+
+    @contextmanager
+    def _atomic_runner_saves(self, runner):
+        """Route the parent's direct ``runner.save_checkpoint`` calls (the
+        best checkpoint) through :meth:`_save_atomic`."""
+
+        def save(out_dir, filename, *args, **kwargs):
+            assert out_dir == self.out_dir
+            names = ('file_client_args', )
+            kwargs.update(zip(names, args))
+            self._save_atomic(runner, filename, **kwargs)
+
+        runner.save_checkpoint = save
+        try:
+            yield
+        finally:
+            del runner.save_checkpoint  # back to the class's method
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        if not self._is_local():
+            return super()._save_best_checkpoint(runner, metrics)
+        with self._atomic_runner_saves(runner):
+            super()._save_best_checkpoint(runner, metrics)
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        if not self._is_local():
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        # Same bookkeeping as CheckpointHook (the saved message hub already
+        # lists the new file in keep_ckpt_ids), but delete after saving.
+        outdated = None
+        if self.max_keep_ckpts > 0 and not (
+                self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                outdated = self.keep_ckpt_ids.popleft()
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids',
+                                           list(self.keep_ckpt_ids))
+
+        ckpt_filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir,
+                                                     ckpt_filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        self._save_atomic(
+            runner,
+            ckpt_filename,
+            file_client_args=self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args)
+        if not is_main_process():
+            return
+        atomic_write(
+            osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        if outdated is not None:
+            path = osp.join(self.out_dir, self.filename_tmpl.format(outdated))
+            if osp.isfile(path):
+                os.remove(path)

@@ -1,0 +1,46 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Refuse a checkpoint that does not fit the model."""
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+
+from mmekd.registry import HOOKS
+from mmekd.utils.checkpoint_keys import check_state_dict
+
+
+@HOOKS.register_module()
+class CheckpointKeysHook(Hook):
+    """Check a loaded checkpoint's keys and shapes against the model.
+
+    Runs in ``after_load_checkpoint``, i.e. after hooks of higher priority
+    (e.g. ``EMAHook``, which swaps in the EMA weights) have edited the
+    checkpoint and before the weights are copied into the model. A missing
+    or differently shaped tensor raises
+    :class:`mmekd.utils.CheckpointMismatchError` listing the keys; keys the
+    model does not have are logged (or raise, with
+    ``allow_unexpected=False``). ``tools/test.py`` registers it.
+
+    Args:
+        allow_unexpected (bool): Defaults to True.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, allow_unexpected: bool = True) -> None:
+        self.allow_unexpected = allow_unexpected
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        unexpected = check_state_dict(
+            model,
+            state_dict,
+            source=f'checkpoint {runner._load_from}',
+            allow_unexpected=self.allow_unexpected)
+        if unexpected:
+            print_log(
+                f'{len(unexpected)} tensors of the checkpoint are not in '
+                f'the model and are ignored: {unexpected[:10]}',
+                logger='current',
+                level=30)

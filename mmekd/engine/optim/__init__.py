@@ -1,0 +1,4 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+from .safe_optim_wrapper import NonFiniteLossError, SafeOptimWrapper
+
+__all__ = ['NonFiniteLossError', 'SafeOptimWrapper']

@@ -1,0 +1,104 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""tools/benchmark_train.py runs end to end on CPU and prints parseable
+results (timings are not checked: they are not reproducible)."""
+import importlib.util
+import json
+import os.path as osp
+import re
+
+import pytest
+import torch
+
+ROOT = osp.join(osp.dirname(__file__), '..', '..')
+
+
+def _tool():
+    path = osp.join(ROOT, 'tools', 'benchmark_train.py')
+    spec = importlib.util.spec_from_file_location('_benchmark_train', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# The demo config, narrowed to a few channels: the tool, not the net, is
+# under test.
+TINY = [
+    osp.join(ROOT, 'configs', 'ddnn_demo_digits.py'), '--device', 'cpu',
+    '--batch-size', '4', '--steps', '2', '--warmup', '1', '--repeats', '2',
+    '--cfg-options', 'model.backbone.stem_channels=4',
+    'model.backbone.base_channels=4', 'model.head.in_channels=32'
+]
+
+
+def _summary(text):
+    return {
+        k: (None if v == 'n/a' else float(v))
+        for k, v in re.findall(r'^(\w+_ratio_\w+): (\S+)$', text, re.M)
+    }
+
+
+def test_benchmark_cpu(capsys, tmp_path):
+    tool = _tool()
+    out_json = str(tmp_path / 'res.json')
+    tool.main(TINY + ['--json', out_json])
+    text = capsys.readouterr().out
+    for name in ('ddnn[memory_efficient]', 'ddnn[simple]', 'full alone',
+                 'sub0 alone', 'sub1 alone'):
+        row = re.search(rf'^{re.escape(name)}\s+([\d.]+)\s+([\d.]+)', text,
+                        re.M)
+        assert row, name
+        assert float(row.group(1)) > 0 and float(row.group(2)) > 0
+    summary = _summary(text)
+    assert 0 < summary['step_ratio_memory_efficient'] < 10
+    assert 0 < summary['step_ratio_simple'] < 10
+    # no CUDA: memory is n/a, the saved-activation proxy is measured
+    assert summary['cuda_peak_ratio_memory_efficient'] is None
+    assert summary['saved_activations_ratio_memory_efficient'] < \
+        summary['saved_activations_ratio_simple']
+    # the teacher is the largest net: its graph is the peak
+    assert summary['saved_activations_ratio_memory_efficient'] == \
+        pytest.approx(1.0, abs=0.05)
+    res = json.load(open(out_json))
+    assert res['rows']['full alone']['peak_share'] is None
+    # FLOPs: the DDNN's forward is the tree (less than the sum of its nets)
+    rows = res['rows']
+    alone = sum(rows[f'{n} alone']['train_gflop_per_img']
+                for n in ('full', 'sub0', 'sub1'))
+    ddnn = rows['ddnn[memory_efficient]']['train_gflop_per_img']
+    assert rows['full alone']['train_gflop_per_img'] < ddnn < alone
+
+
+def test_benchmark_cpu_amp_channels_last(capsys):
+    tool = _tool()
+    tool.main(TINY + ['--amp', '--channels-last', '--repeats', '1'])
+    text = capsys.readouterr().out
+    assert 'amp True | channels_last True' in text
+    assert _summary(text)['step_ratio_memory_efficient'] > 0
+
+
+def test_separate_models_use_plain_resnets():
+    tool = _tool()
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(TINY[0])
+    init_default_scope('mmpretrain')
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    ddnn = MODELS.build(cfg.model)
+    cfgs = tool.separate_model_cfgs(cfg, ddnn)
+    assert list(cfgs) == ['full', 'sub0', 'sub1']
+    assert cfgs['full']['backbone']['type'] == 'ResNet_CIFAR'
+    assert cfgs['full']['backbone']['depth'] == 34
+    assert cfgs['sub0']['backbone']['depth'] == 18
+    # ResNet-10 [1,1,1,1] is not a standard depth
+    assert cfgs['sub1']['backbone']['type'] == 'mmekd.DepthDynamicResNetCIFAR'
+    assert cfgs['sub1']['backbone']['stage_blocks'] == (1, 1, 1, 1)
+    assert tool.input_size_from_cfg(cfg) == 16

@@ -1,0 +1,91 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Evaluate every net of a DDNN checkpoint with its stored BatchNorm
+statistics and after re-calibrating them on N training batches.
+
+    python tools/analysis/eval_recalibrated.py CONFIG CKPT --num-batches 20
+
+With shared BatchNorm the stored statistics are a mixture over all nets;
+each net is recalibrated on its own copy of the model (see
+:func:`mmekd.models.utils.recalibrate_bn`) and evaluated on the config's
+test_dataloader with its test_evaluator.
+"""
+import argparse
+import copy
+
+import mmengine
+import torch
+from mmengine.evaluator import Evaluator
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+import mmekd  # noqa: F401
+from mmekd.apis import load_ddnn_model
+from mmekd.evaluation.net_table import per_net_metrics
+from mmekd.models.utils import recalibrate_bn
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Per-net accuracy with and without BN re-calibration')
+    parser.add_argument('config', help='DDNN config file')
+    parser.add_argument('checkpoint', help='DDNN checkpoint')
+    parser.add_argument(
+        '--num-batches',
+        type=int,
+        nargs='+',
+        default=[20],
+        help='train batches to recalibrate on (several: one column each)')
+    parser.add_argument('--nets', nargs='+', help='nets (default: all)')
+    parser.add_argument('--out', help='write the results as JSON')
+    return parser.parse_args()
+
+
+@torch.no_grad()
+def evaluate(model, loader, evaluator_cfg) -> dict:
+    evaluator = Evaluator(copy.deepcopy(evaluator_cfg))
+    model.eval()
+    for batch in loader:
+        evaluator.process(model.test_step(batch), batch)
+    return evaluator.evaluate(len(loader.dataset))
+
+
+def main():
+    args = parse_args()
+    cfg = mmengine.Config.fromfile(args.config)
+    model = load_ddnn_model(cfg, args.checkpoint)
+    model.eval_all_nets = True
+    nets = args.nets or model.net_names
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmpretrain')):
+        test_loader = Runner.build_dataloader(cfg.test_dataloader)
+        train_loader = Runner.build_dataloader(cfg.train_dataloader)
+        stored = per_net_metrics(
+            evaluate(model, test_loader, cfg.test_evaluator))
+        results = {net: {'stored': stored[net][1]} for net in nets}
+        for n in args.num_batches:
+            for net in nets:
+                recal = recalibrate_bn(
+                    copy.deepcopy(model), train_loader, n, net=net)
+                metrics = per_net_metrics(
+                    evaluate(recal, test_loader, cfg.test_evaluator))
+                results[net][n] = metrics[net][1]
+    header = ['net', 'blocks per stage', 'top-1 stored BN'] + [
+        f'top-1 recal. {n} batches' for n in args.num_batches
+    ]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for net in nets:
+        cells = [net, str(model.backbone.blocks_per_stage(net)),
+                 f'{results[net]["stored"]:.2f}']
+        cells += [
+            f'{results[net][n]:.2f} ({results[net][n] - results[net]["stored"]:+.2f})'
+            for n in args.num_batches
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    print('\n'.join(lines))
+    if args.out:
+        mmengine.dump({net: {str(k): v for k, v in r.items()}
+                       for net, r in results.items()}, args.out)
+
+
+if __name__ == '__main__':
+    main()

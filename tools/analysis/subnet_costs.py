@@ -1,0 +1,156 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Params, FLOPs and (given test results) top-1 of every net of a DDNN
+config; writes a markdown table, a CSV and a PNG of accuracy vs FLOPs.
+
+    python tools/test.py CONFIG CKPT --out results.json --out-item metrics
+    python tools/analysis/subnet_costs.py CONFIG --results results.json
+
+FLOPs are counted on each exported single-net model (what is deployed), with
+MMPretrain's convention: backbone + neck (``extract_feat``) for one image;
+parameters include the classifier.
+"""
+import argparse
+import csv
+import os
+import os.path as osp
+from typing import Dict, List, Optional
+
+import mmengine
+
+import mmekd  # noqa: F401
+from mmekd.apis import load_ddnn_model, net_costs
+from mmekd.evaluation.net_table import per_net_metrics
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Params / FLOPs / accuracy of every net of a DDNN model')
+    parser.add_argument('config', help='DDNN config file')
+    parser.add_argument(
+        'checkpoint', nargs='?', help='checkpoint (optional: costs do not '
+        'depend on weights; given, it is checked against the config)')
+    parser.add_argument(
+        '--results',
+        help='metrics JSON of tools/test.py (--out X.json --out-item '
+        'metrics) with <net>/top1 keys')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs='+',
+        help='input H [W] (default: from the test pipeline; 224 ImageNet, '
+        '32 CIFAR)')
+    parser.add_argument(
+        '--out-dir',
+        help='where to write <config>_costs.{md,csv,png} (default: '
+        'work_dirs/subnet_costs)')
+    return parser.parse_args()
+
+
+def load_results(path: Optional[str]) -> Dict[str, Dict[int, float]]:
+    if path is None:
+        return {}
+    results = per_net_metrics(mmengine.load(path))
+    if not results:
+        raise SystemExit(f'{path} has no <net>/top<k> metrics; write it with '
+                         'tools/test.py --out X.json --out-item metrics')
+    return results
+
+
+def format_rows(rows: List[dict], results: dict) -> List[dict]:
+    """Table rows (strings) in the order of ``rows``."""
+    ks = sorted({k for accs in results.values() for k in accs})
+    table = []
+    for r in rows:
+        row = {
+            'net': r['net'],
+            'arch': r['arch'],
+            'blocks per stage': str(r['blocks']),
+            'exported backbone': r['plain_type'],
+            'input': 'x'.join(str(s) for s in r['input_size']),
+            'Params (M)': f'{r["params"] / 1e6:.2f}',
+            'FLOPs (G)': f'{r["flops"] / 1e9:.3f}',
+        }
+        for k in ks:
+            acc = results.get(r['net'], {}).get(k)
+            row[f'top-{k} (%)'] = '-' if acc is None else f'{acc:.2f}'
+        table.append(row)
+    return table
+
+
+def markdown(table: List[dict]) -> str:
+    header = list(table[0])
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(row[h] for h in header) + ' |'
+              for row in table]
+    return '\n'.join(lines)
+
+
+def plot(rows: List[dict], results: dict, title: str, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    pts = [(r['flops'] / 1e9, results[r['net']][1], r)
+           for r in rows if 1 in results.get(r['net'], {})]
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    pts.sort(key=lambda p: p[0])
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], '-o', color='tab:blue')
+    for flops, acc, r in pts:
+        ax.annotate(f'{r["net"]} ({r["arch"]})', (flops, acc),
+                    textcoords='offset points', xytext=(6, -12), fontsize=8)
+    ax.set_xlabel('FLOPs (G) per image')
+    ax.set_ylabel('top-1 accuracy (%)')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.15)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    args = parse_args()
+    cfg = mmengine.Config.fromfile(args.config)
+    model = load_ddnn_model(cfg, args.checkpoint)
+    shape = None
+    if args.shape:
+        shape = (args.shape[0], args.shape[-1])
+    rows = net_costs(cfg, model, shape)
+    results = load_results(args.results)
+    unknown = sorted(set(results) - {r['net'] for r in rows})
+    if unknown:
+        raise SystemExit(f'{args.results} has nets {unknown} that '
+                         f'{args.config} does not have')
+    table = format_rows(rows, results)
+    name = osp.splitext(osp.basename(args.config))[0]
+    out_dir = args.out_dir or osp.join('work_dirs', 'subnet_costs')
+    os.makedirs(out_dir, exist_ok=True)
+    stem = osp.join(out_dir, f'{name}_costs')
+    md = markdown(table)
+    with open(stem + '.md', 'w') as f:
+        f.write(md + '\n')
+    with open(stem + '.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(
+            f, fieldnames=['net', 'arch', 'blocks', 'plain_type', 'height',
+                           'width', 'params', 'flops'] +
+            [f'top{k}' for k in sorted({k for a in results.values()
+                                        for k in a})])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(dict(
+                net=r['net'], arch=r['arch'],
+                blocks=' '.join(map(str, r['blocks'])),
+                plain_type=r['plain_type'], height=r['input_size'][0],
+                width=r['input_size'][1], params=r['params'],
+                flops=r['flops'],
+                **{f'top{k}': v for k, v in results.get(r['net'],
+                                                         {}).items()}))
+    print(md)
+    written = [stem + '.md', stem + '.csv']
+    if results:
+        plot(rows, results, f'{name}: top-1 vs FLOPs', stem + '.png')
+        written.append(stem + '.png')
+    print('\nwritten: ' + ', '.join(written))
+
+
+if __name__ == '__main__':
+    main()

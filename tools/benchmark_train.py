@@ -1,0 +1,519 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Time a DDNN training step against training each of its nets alone.
+
+In one process, on one synthetic batch of the config's input size, this
+times (interleaved repetitions, medians):
+
+* the DDNN step: full net + every sub-net + EKD losses + optimizer step,
+  through ``model.train_step`` and an MMEngine optim wrapper, in both
+  ``train_step_mode``\\ s (``memory_efficient``, the default, and
+  ``simple``);
+* each net trained alone the same way: a plain MMPretrain
+  ``ImageClassifier`` of that net's architecture (``ResNet``/``ResNet_CIFAR``
+  for standard block counts, ``mmekd.DepthDynamicResNet(stage_blocks=...)``
+  otherwise).
+
+It prints img/s of each, the ratio DDNN step time / sum of the separate step
+times, peak memory (CUDA: peak allocated during the step plus the model's
+parameters, gradients' and optimizer's state; any device: peak bytes saved
+for backward, a device-independent proxy for activation memory) and the
+ratio DDNN / full net alone, and achieved TFLOP/s (FLOPs from
+``mmengine.analysis``; training = 3 x forward) as a share of the GPU's bf16
+dense peak.
+
+Example::
+
+    python tools/benchmark_train.py configs/ddnn_r34_cifar100.py --amp \\
+        --channels-last
+"""
+import argparse
+import copy
+import json
+import statistics
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
+from mmengine.optim import OptimWrapper, build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmpretrain.models.backbones import ResNet
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+import mmekd  # noqa: F401  (registers the components)
+import mmekd.models  # noqa: F401
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name part.
+BF16_PEAK_TFLOPS = OrderedDict([
+    ('H200', 989.4),
+    ('H100 PCIe', 756.0),
+    ('H100', 989.4),
+    ('A100', 312.0),
+    ('L40S', 362.1),
+    ('A10', 125.0),
+])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Benchmark a DDNN training step against training its '
+        'nets separately')
+    parser.add_argument('config', help='DDNN config file')
+    parser.add_argument(
+        '--device',
+        default='cuda' if torch.cuda.is_available() else 'cpu',
+        help='cuda or cpu (default: cuda when available)')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        help="batch size (default: the config's on CUDA, 8 on CPU)")
+    parser.add_argument(
+        '--input-size',
+        type=int,
+        help="square input size (default: from the config's train "
+        'pipeline)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision: AmpOptimWrapper (CUDA, --amp-dtype) or bf16 '
+        'autocast on CPU')
+    parser.add_argument(
+        '--amp-dtype',
+        default='bfloat16',
+        choices=['float16', 'bfloat16'],
+        help='autocast dtype with --amp on CUDA')
+    parser.add_argument(
+        '--channels-last', action='store_true', help='channels_last models')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help="torch.compile every model's train_step (as compile=True)")
+    parser.add_argument(
+        '--steps',
+        type=int,
+        help='timed steps per repetition (CUDA 20, CPU 2)')
+    parser.add_argument(
+        '--warmup', type=int, help='untimed steps first (CUDA 10, CPU 1)')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        help='interleaved timed repetitions, medians reported (CUDA 5, CPU '
+        '3)')
+    parser.add_argument(
+        '--peak-tflops',
+        type=float,
+        help="the GPU's dense bf16 peak (default: looked up by name)")
+    parser.add_argument('--json', help='also write the results to this file')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
+    args = parser.parse_args(argv)
+    on_gpu = args.device.startswith('cuda')
+    if args.steps is None:
+        args.steps = 20 if on_gpu else 2
+    if args.warmup is None:
+        args.warmup = 10 if on_gpu else 1
+    if args.repeats is None:
+        args.repeats = 5 if on_gpu else 3
+    for name in ('steps', 'repeats'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be >= 1')
+    return args
+
+
+# ---------------------------------------------------------------------- #
+# memory
+# ---------------------------------------------------------------------- #
+class SavedTensorMeter:
+    """Peak bytes of the tensors autograd saves for backward (activations),
+    not counting ``module``'s parameters and buffers. Each storage counts
+    once however often it is saved.
+
+    Args:
+        module (nn.Module, optional): Its parameters and buffers are not
+            activations.
+    """
+
+    def __init__(self, module: Optional[nn.Module] = None):
+        self._static = set()
+        if module is not None:
+            for t in list(module.parameters()) + list(module.buffers()):
+                self._static.add(t.untyped_storage().data_ptr())
+        self._refs: Dict[int, int] = {}
+        self.live = 0
+        self.peak = 0
+        self._hooks = None
+
+    class _Handle:
+
+        def __init__(self, meter, tensor, key):
+            self.meter, self.tensor, self.key = meter, tensor, key
+
+        def __del__(self):
+            self.meter._release(self.key, self.tensor)
+
+    def _release(self, key, tensor):
+        self._refs[key] -= 1
+        if self._refs[key] == 0:
+            del self._refs[key]
+            self.live -= tensor.untyped_storage().nbytes()
+
+    def _pack(self, tensor):
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key in self._static or storage.nbytes() == 0:
+            return tensor
+        if key not in self._refs:
+            self._refs[key] = 0
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+        self._refs[key] += 1
+        return self._Handle(self, tensor, key)
+
+    @staticmethod
+    def _unpack(packed):
+        if isinstance(packed, SavedTensorMeter._Handle):
+            return packed.tensor
+        return packed
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(
+            self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+        return False
+
+
+def static_bytes(model: nn.Module, optim_wrapper: OptimWrapper) -> int:
+    """Parameters, buffers, gradients and optimizer state of ``model``."""
+    total = sum(t.numel() * t.element_size()
+                for t in list(model.parameters()) + list(model.buffers()))
+    total += sum(p.numel() * p.element_size() for p in model.parameters()
+                 if p.requires_grad)
+    for state in optim_wrapper.optimizer.state.values():
+        for v in state.values():
+            if torch.is_tensor(v):
+                total += v.numel() * v.element_size()
+    return total
+
+
+# ---------------------------------------------------------------------- #
+# models
+# ---------------------------------------------------------------------- #
+def input_size_from_cfg(cfg: Config) -> int:
+    """The square training input size the config's pipeline produces."""
+    size = None
+    for t in cfg.train_dataloader.dataset.get('pipeline', []):
+        for key in ('crop_size', 'scale'):
+            if key in t and t.get('type') != 'RandomResize':
+                v = t[key]
+                size = v if isinstance(v, int) else max(v)
+    if size is None:
+        raise ValueError('could not find the input size in the train '
+                         'pipeline; pass --input-size')
+    return int(size)
+
+
+def separate_model_cfgs(cfg: Config, ddnn: nn.Module) -> Dict[str, dict]:
+    """One plain ``ImageClassifier`` config per net of ``ddnn``."""
+    bb_cfg = copy.deepcopy(cfg.model.backbone)
+    for key in ('sub_depths', 'block_choice', 'private_norm', 'type'):
+        bb_cfg.pop(key, None)
+    cifar = 'CIFAR' in type(ddnn.backbone).__name__
+    depth = ddnn.backbone.depth
+    block = ResNet.arch_settings[depth][0]
+    standard = {
+        tuple(v[1]): d
+        for d, v in ResNet.arch_settings.items() if v[0] is block
+    }
+    head = cfg.model.head
+    cfgs = OrderedDict()
+    for net in ddnn.net_names:
+        blocks = tuple(ddnn.backbone.blocks_per_stage(net))
+        backbone = dict(bb_cfg, out_indices=(len(blocks) - 1, ))
+        backbone.pop('stage_blocks', None)
+        if blocks in standard:
+            backbone.update(
+                type='ResNet_CIFAR' if cifar else 'ResNet',
+                depth=standard[blocks])
+        else:
+            backbone.update(
+                type='mmekd.DepthDynamicResNetCIFAR'
+                if cifar else 'mmekd.DepthDynamicResNet',
+                depth=depth,
+                stage_blocks=blocks)
+        cfgs[net] = dict(
+            type='ImageClassifier',
+            backbone=backbone,
+            neck=copy.deepcopy(cfg.model.get('neck')),
+            head=dict(
+                type='LinearClsHead',
+                num_classes=head.num_classes,
+                in_channels=head.in_channels,
+                loss=copy.deepcopy(
+                    head.get('loss', dict(type='CrossEntropyLoss')))),
+            data_preprocessor=copy.deepcopy(cfg.model.data_preprocessor))
+    return cfgs
+
+
+class CPUAutocastOptimWrapper(OptimWrapper):
+    """``--amp`` on CPU: bf16 autocast forward (AmpOptimWrapper needs a
+    GPU); bf16 needs no loss scaling."""
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast(
+                'cpu', dtype=torch.bfloat16):
+            yield
+
+
+def make_optim_wrapper(model: nn.Module, cfg: Config, args) -> OptimWrapper:
+    wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
+    if args.amp:
+        if args.device.startswith('cuda'):
+            wrapper_cfg.update(
+                type='AmpOptimWrapper',
+                loss_scale='dynamic',
+                dtype=args.amp_dtype)
+        else:
+            wrapper_cfg['type'] = CPUAutocastOptimWrapper
+    return build_optim_wrapper(model, wrapper_cfg)
+
+
+class _AllNets(nn.Module):
+    """Forward of every net of a DDNN (for FLOP counting)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return tuple(self.model.forward_nets(x)[0].values())
+
+
+class _Tensor(nn.Module):
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x, mode='tensor')
+
+
+def forward_flops(model: nn.Module, size: int, device) -> float:
+    """Forward FLOPs per image (2 x fvcore multiply-adds)."""
+    from mmengine.analysis import FlopAnalyzer
+    wrapped = _AllNets(model) if hasattr(model, 'forward_nets') else _Tensor(
+        model)
+    was_training = model.training
+    model.eval()
+    x = torch.randn(1, 3, size, size, device=device)
+    analyzer = FlopAnalyzer(wrapped, (x, ))
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    with torch.no_grad():
+        macs = analyzer.total()
+    model.train(was_training)
+    return 2.0 * macs
+
+
+# ---------------------------------------------------------------------- #
+# timing
+# ---------------------------------------------------------------------- #
+def synthetic_batch(n: int, size: int, num_classes: int, device,
+                    channels_last: bool) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randint(
+        0, 256, (n, 3, size, size), generator=gen, dtype=torch.uint8)
+    if channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, num_classes, (n, ), generator=gen)
+    return dict(
+        inputs=inputs.to(device),
+        data_samples=[DataSample().set_gt_label(int(y)) for y in labels])
+
+
+def _sync(device):
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+class Entry:
+    """A model under test and its measurements."""
+
+    def __init__(self, name, model, wrapper, flops_per_img):
+        self.name, self.model, self.wrapper = name, model, wrapper
+        self.flops_per_img = flops_per_img
+        self.times: List[float] = []
+        self.cuda_peak: Optional[int] = None
+        self.saved_peak: Optional[int] = None
+
+    def step(self, data):
+        return self.model.train_step(data, self.wrapper)
+
+
+def run_benchmark(args) -> dict:
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    # The per-parameter init report would bury the results.
+    if not MMLogger.check_instance_created('benchmark_train'):
+        MMLogger.get_instance('benchmark_train', log_level='WARNING')
+    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    device = torch.device(args.device)
+    on_gpu = device.type == 'cuda'
+    size = args.input_size or input_size_from_cfg(cfg)
+    batch = args.batch_size or (
+        cfg.train_dataloader.batch_size if on_gpu else 8)
+    num_classes = cfg.model.head.num_classes
+
+    def build(model_cfg, **extra):
+        torch.manual_seed(0)
+        model = MODELS.build(dict(model_cfg, **extra))
+        model.init_weights()
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model.to(device).train()
+
+    entries = []
+    ddnn_cfg = copy.deepcopy(cfg.model)
+    for mode in ('memory_efficient', 'simple'):
+        model = build(ddnn_cfg, train_step_mode=mode,
+                      channels_last=args.channels_last)
+        flops = entries[0].flops_per_img if entries else forward_flops(
+            model, size, device)
+        entries.append(
+            Entry(f'ddnn[{mode}]', model, make_optim_wrapper(model, cfg,
+                                                            args), flops))
+    for net, model_cfg in separate_model_cfgs(cfg, entries[0].model).items():
+        model = build(model_cfg)
+        entries.append(
+            Entry(f'{net} alone', model, make_optim_wrapper(model, cfg, args),
+                  forward_flops(model, size, device)))
+    if args.compile:
+        for e in entries:
+            e.model.train_step = torch.compile(e.model.train_step)
+
+    data = synthetic_batch(batch, size, num_classes, device,
+                           args.channels_last)
+    for e in entries:  # warm-up (and compilation)
+        for _ in range(args.warmup):
+            e.step(data)
+    _sync(device)
+    for e in entries:  # activation memory, one untimed step each
+        with SavedTensorMeter(e.model) as meter:
+            e.step(data)
+        e.saved_peak = meter.peak
+    for _ in range(args.repeats):  # interleaved repetitions
+        for e in entries:
+            if on_gpu:
+                _sync(device)
+                base = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                e.step(data)
+            _sync(device)
+            e.times.append((time.perf_counter() - start) / args.steps)
+            if on_gpu:
+                peak = torch.cuda.max_memory_allocated(device) - base
+                peak += static_bytes(e.model, e.wrapper)
+                e.cuda_peak = max(e.cuda_peak or 0, peak)
+
+    peak_tflops = args.peak_tflops
+    device_name = 'cpu'
+    if on_gpu:
+        device_name = torch.cuda.get_device_name(device)
+        if peak_tflops is None:
+            peak_tflops = next((v for k, v in BF16_PEAK_TFLOPS.items()
+                                if k in device_name), None)
+    rows = OrderedDict()
+    for e in entries:
+        t = statistics.median(e.times)
+        tflops = 3 * e.flops_per_img * batch / t / 1e12
+        rows[e.name] = dict(
+            step_ms=t * 1e3,
+            img_per_s=batch / t,
+            train_gflop_per_img=3 * e.flops_per_img / 1e9,
+            tflop_per_s=tflops,
+            peak_share=tflops / peak_tflops if peak_tflops else None,
+            saved_activations_mb=e.saved_peak / 2**20,
+            cuda_peak_mb=e.cuda_peak / 2**20 if e.cuda_peak else None)
+    alone = [e for e in entries if e.name.endswith(' alone')]
+    sum_alone = sum(rows[e.name]['step_ms'] for e in alone)
+    full = rows['full alone']
+    summary = OrderedDict()
+    for mode in ('memory_efficient', 'simple'):
+        r = rows[f'ddnn[{mode}]']
+        summary[f'step_ratio_{mode}'] = r['step_ms'] / sum_alone
+        summary[f'saved_activations_ratio_{mode}'] = (
+            r['saved_activations_mb'] / full['saved_activations_mb'])
+        summary[f'cuda_peak_ratio_{mode}'] = (
+            r['cuda_peak_mb'] / full['cuda_peak_mb'] if on_gpu else None)
+    return dict(
+        config=args.config,
+        device=device_name,
+        batch_size=batch,
+        input_size=size,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        steps=args.steps,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        bf16_peak_tflops=peak_tflops,
+        rows=rows,
+        summary=summary)
+
+
+def _fmt(v, spec):
+    return 'n/a' if v is None else format(v, spec)
+
+
+def print_results(res: dict) -> None:
+    print(f"config {res['config']} | device {res['device']} | batch "
+          f"{res['batch_size']} | input {res['input_size']} | amp "
+          f"{res['amp']} | channels_last {res['channels_last']} | compile "
+          f"{res['compile']} | {res['repeats']} x {res['steps']} steps "
+          f"(median), warmup {res['warmup']}")
+    header = (f"{'model':<26}{'step ms':>10}{'img/s':>10}{'GFLOP/img':>11}"
+              f"{'TFLOP/s':>9}{'of bf16':>9}{'saved MB':>10}{'peak MB':>10}")
+    print(header)
+    print('-' * len(header))
+    for name, r in res['rows'].items():
+        print(f"{name:<26}{r['step_ms']:>10.2f}{r['img_per_s']:>10.1f}"
+              f"{r['train_gflop_per_img']:>11.3f}{r['tflop_per_s']:>9.4f}"
+              f"{_fmt(r['peak_share'], '.1%'):>9}"
+              f"{r['saved_activations_mb']:>10.2f}"
+              f"{_fmt(r['cuda_peak_mb'], '.1f'):>10}")
+    print('(saved MB: peak bytes saved for backward; peak MB: CUDA peak '
+          'allocated during the step + parameters, gradients, optimizer '
+          'state; n/a off CUDA)')
+    for key, v in res['summary'].items():
+        print(f'{key}: {_fmt(v, ".3f")}')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    res = run_benchmark(args)
+    print_results(res)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,76 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Export one net of a DDNN model to ONNX and check it against PyTorch.
+
+    python tools/deploy/export_onnx.py CONFIG CKPT --net sub0 sub0.onnx
+
+The graph takes normalized images (``input``, ``(N, 3, H, W)``, dynamic N)
+and returns class scores (``logits``); mean/std/to_rgb of the data
+preprocessor are stored in the ONNX metadata. onnxruntime's output is
+compared with PyTorch's on random inputs (``--atol``, default 1e-4).
+"""
+import argparse
+import json
+import sys
+
+import torch
+from mmengine.config import Config
+
+import mmekd  # noqa: F401
+from mmekd.apis import (ExportError, build_model, check_net,
+                        check_net_in_checkpoint, export_onnx, export_subnet,
+                        input_size, load_config, load_ddnn_model,
+                        verify_onnx)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Export a net of a DDNN model to ONNX')
+    parser.add_argument('config', help='DDNN config file')
+    parser.add_argument('checkpoint', help='DDNN checkpoint')
+    parser.add_argument('out', help='output .onnx file')
+    parser.add_argument('--net', required=True, help="'full', 'sub0', ...")
+    parser.add_argument(
+        '--shape', type=int, nargs='+', help='input H [W] (default: from '
+        'the test pipeline)')
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset')
+    parser.add_argument(
+        '--atol',
+        type=float,
+        default=1e-4,
+        help='max |onnxruntime - PyTorch| allowed on the logits')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config)
+    try:
+        model = load_ddnn_model(cfg, args.checkpoint)
+        check_net(model, args.net)
+        check_net_in_checkpoint(model, args.net)
+        plain_cfg, state_dict = export_subnet(model, args.net, cfg)
+    except (ExportError, FileNotFoundError) as e:
+        sys.exit(f'export_onnx: error: {e}')
+    plain = build_model(Config(dict(model=plain_cfg)))
+    plain.load_state_dict(state_dict, strict=True)
+    h, w = (args.shape[0], args.shape[-1]) if args.shape else input_size(cfg)
+    pre = plain.data_preprocessor
+    meta = dict(
+        net=args.net,
+        plain_model=json.dumps(plain_cfg['backbone']),
+        input_size=f'{h}x{w}')
+    if getattr(pre, '_enable_normalize', False):
+        meta.update(
+            mean=json.dumps(pre.mean.flatten().tolist()),
+            std=json.dumps(pre.std.flatten().tolist()),
+            to_rgb=str(bool(getattr(pre, '_channel_conversion', False))))
+    export_onnx(plain, args.out, (3, h, w), args.opset, meta)
+    x = torch.randn(4, 3, h, w, generator=torch.Generator().manual_seed(0))
+    diff = verify_onnx(args.out, plain, x, args.atol)
+    print(f'{args.out}: net {args.net} ({plain_cfg["backbone"]["type"]}, '
+          f'input 3x{h}x{w}); onnxruntime vs PyTorch max |diff| = '
+          f'{diff:.2e} (atol {args.atol:g})')
+
+
+if __name__ == '__main__':
+    main()

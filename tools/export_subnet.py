@@ -1,0 +1,57 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Export one net of a DDNN model (full or a sub-net) as a standalone
+MMPretrain config + checkpoint.
+
+A net with the blocks of a standard ResNet becomes MMPretrain's ``ResNet`` /
+``ResNet_CIFAR`` classifier, loadable without mmekd::
+
+    python tools/export_subnet.py configs/ddnn_r34_cifar100.py ddnn.pth \\
+        --net sub0 work_dirs/export
+    # -> work_dirs/export/ddnn_r34_cifar100_sub0-resnet18.{py,pth}
+"""
+import argparse
+import sys
+
+import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
+from mmekd.apis import ExportError, export_to_files
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Export a net of a DDNN model as a plain classifier')
+    parser.add_argument('config', help='DDNN config file')
+    parser.add_argument('checkpoint', help='DDNN checkpoint')
+    parser.add_argument(
+        'out_dir', help='folder for <name>.py (config) and <name>.pth')
+    parser.add_argument(
+        '--net', required=True, help="net to export: 'full', 'sub0', ...")
+    parser.add_argument(
+        '--name',
+        help='file stem of the outputs (default: <config>_<net>-<arch>)')
+    parser.add_argument(
+        '--recalibrate-bn',
+        type=int,
+        default=0,
+        metavar='N',
+        help='recompute the BatchNorm statistics of the net on N batches of '
+        'the train_dataloader before exporting (default: 0, keep them)')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    try:
+        cfg_path, ckpt_path = export_to_files(
+            args.config,
+            args.checkpoint,
+            args.net,
+            args.out_dir,
+            name=args.name,
+            recalibrate_bn=args.recalibrate_bn)
+    except (ExportError, FileNotFoundError) as e:
+        sys.exit(f'export_subnet: error: {e}')
+    print(f'config:     {cfg_path}\ncheckpoint: {ckpt_path}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,320 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Reproduce the DDNN-EKD claim on CIFAR-100: every row of the comparison
+trained with one fixed recipe and several seeds, summarised in one table.
+
+Rows (same recipe for all): ResNet-18 alone, ResNet-34 alone, DDNN ResNet-34
+containing ResNet-18 without distillation, with KL only, with attention only
+and with both (EKD); ``--bottleneck`` adds ResNet-50 containing bottleneck
+ResNet-26/44, and those nets alone.
+
+Protocol ``--split val`` (default): train on the CIFAR-100 train file minus
+the last 50 images of every class (45,000), evaluate on those (5,000).
+``--split test``: the official pair, train on all 50,000 and evaluate on the
+test file. The accuracy of the last epoch is reported (no best-epoch pick).
+
+Example::
+
+    python tools/reproduce_cifar100.py --data-root data/cifar100 \\
+        --epochs 200 --seeds 0 1 2 --work-dir work_dirs/reproduce
+
+writes ``<work-dir>/results.csv`` (one line per row, net and seed) and
+``<work-dir>/summary.md`` (mean ± std over seeds), and prints the summary.
+"""
+import argparse
+import csv
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+from typing import Dict, List
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(ROOT, 'configs')
+
+# row -> (config, model overrides, {net in config: architecture it is}).
+BASIC_ROWS = {
+    'resnet18': ('baselines/resnet18_cifar100.py', {}, {
+        'alone': 'ResNet-18'
+    }),
+    'resnet34': ('baselines/resnet34_cifar100.py', {}, {
+        'alone': 'ResNet-34'
+    }),
+    'ddnn': ('ddnn_r34_cifar100.py', dict(kl_loss=None, at_loss=None), {
+        'full': 'ResNet-34',
+        'sub0': 'ResNet-18'
+    }),
+    'ddnn_kl': ('ddnn_r34_cifar100.py', dict(at_loss=None), {
+        'full': 'ResNet-34',
+        'sub0': 'ResNet-18'
+    }),
+    'ddnn_at': ('ddnn_r34_cifar100.py', dict(kl_loss=None), {
+        'full': 'ResNet-34',
+        'sub0': 'ResNet-18'
+    }),
+    'ddnn_ekd': ('ddnn_r34_cifar100.py', {}, {
+        'full': 'ResNet-34',
+        'sub0': 'ResNet-18'
+    }),
+}
+BOTTLENECK_ROWS = {
+    'resnet26b': ('baselines/resnet26b_cifar100.py', {}, {
+        'alone': 'ResNet-26b'
+    }),
+    'resnet44b': ('baselines/resnet44b_cifar100.py', {}, {
+        'alone': 'ResNet-44b'
+    }),
+    'resnet50': ('baselines/resnet50_cifar100.py', {}, {
+        'alone': 'ResNet-50'
+    }),
+    'ddnn_b': ('ddnn_r50_cifar100.py', dict(kl_loss=None, at_loss=None), {
+        'full': 'ResNet-50',
+        'sub0': 'ResNet-26b',
+        'sub1': 'ResNet-44b'
+    }),
+    'ddnn_b_ekd': ('ddnn_r50_cifar100.py', {}, {
+        'full': 'ResNet-50',
+        'sub0': 'ResNet-26b',
+        'sub1': 'ResNet-44b'
+    }),
+}
+HEADLINE_ROWS = ('resnet18', 'resnet34', 'ddnn_ekd')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train every row of the CIFAR-100 comparison and '
+        'print one table')
+    parser.add_argument(
+        '--data-root',
+        required=True,
+        help="folder that holds 'cifar-100-python/' (train, meta; test for "
+        '--split test)')
+    parser.add_argument(
+        '--split',
+        choices=['val', 'test'],
+        default='val',
+        help='val: 45k/5k carved from train; test: official train/test')
+    parser.add_argument('--epochs', type=int, default=200)
+    parser.add_argument(
+        '--schedule',
+        choices=['step', 'cosine'],
+        default='step',
+        help='step: lr x0.2 at 30/60/80%% of the epochs; cosine: annealing')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument(
+        '--rows',
+        nargs='+',
+        default=list(BASIC_ROWS),
+        help=f'rows to run (default: all basic rows). Known: '
+        f'{list(BASIC_ROWS) + list(BOTTLENECK_ROWS)}')
+    parser.add_argument(
+        '--bottleneck',
+        action='store_true',
+        help='also run the bottleneck rows (ResNet-50 family)')
+    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--num-workers', type=int, default=4)
+    parser.add_argument(
+        '--max-per-class',
+        type=int,
+        default=None,
+        help='train on at most this many images per class (smoke runs)')
+    parser.add_argument('--work-dir', default='work_dirs/reproduce_cifar100')
+    parser.add_argument(
+        '--amp', action='store_true', help='mixed precision (GPU)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        help='extra key=value overrides passed to tools/train.py for every '
+        'row (e.g. to shrink models in a smoke test)')
+    parser.add_argument(
+        '--skip-existing',
+        action='store_true',
+        help='reuse results of runs whose metrics file already exists')
+    args = parser.parse_args(argv)
+    if args.bottleneck:
+        args.rows += [r for r in BOTTLENECK_ROWS if r not in args.rows]
+    known = {**BASIC_ROWS, **BOTTLENECK_ROWS}
+    unknown = [r for r in args.rows if r not in known]
+    if unknown:
+        parser.error(f'unknown rows {unknown}; known: {list(known)}')
+    if args.epochs < 1:
+        parser.error('--epochs must be >= 1')
+    folder = osp.join(args.data_root, 'cifar-100-python')
+    needed = ['train', 'meta'] + (['test'] if args.split == 'test' else [])
+    missing = [f for f in needed if not osp.isfile(osp.join(folder, f))]
+    if missing:
+        parser.error(f'--data-root {args.data_root}: missing {missing} in '
+                     f'{folder}')
+    return args
+
+
+def row_config(args, row: str, seed: int) -> str:
+    """The config of one run: the row's config plus the fixed recipe."""
+    config, model_overrides, _ = {**BASIC_ROWS, **BOTTLENECK_ROWS}[row]
+    e = args.epochs
+    if args.schedule == 'step':
+        milestones = sorted({max(1, round(e * f)) for f in (0.3, 0.6, 0.8)})
+        scheduler = dict(
+            type='MultiStepLR', by_epoch=True, milestones=milestones,
+            gamma=0.2)
+    else:
+        scheduler = dict(
+            type='CosineAnnealingLR', by_epoch=True, begin=0, end=e, T_max=e)
+    data_root = osp.abspath(args.data_root)
+    if args.split == 'val':
+        train_set = dict(split='train', val_per_class=50, subset='train')
+        val_set = dict(split='train', val_per_class=50, subset='val')
+    else:
+        train_set = dict(split='train', val_per_class=0, subset='all')
+        val_set = dict(split='test', val_per_class=0, subset='all')
+    train_set.update(data_root=data_root, max_per_class=args.max_per_class)
+    val_set.update(data_root=data_root)
+    workers = dict(
+        num_workers=args.num_workers,
+        persistent_workers=args.num_workers > 0)
+    cfg = {
+        'train_cfg': dict(max_epochs=e, val_interval=e),
+        'param_scheduler': dict(_delete_=True, **scheduler),
+        'randomness': dict(seed=seed, deterministic=False),
+        'train_dataloader': dict(
+            batch_size=args.batch_size, dataset=train_set, **workers),
+        'val_dataloader': dict(dataset=val_set, **workers),
+        'test_dataloader': dict(dataset=val_set, **workers),
+        'default_hooks': dict(
+            checkpoint=dict(interval=e, max_keep_ckpts=1, save_best=None),
+            logger=dict(interval=50)),
+    }
+    if model_overrides:
+        cfg['model'] = model_overrides
+    lines = [
+        '# Generated by tools/reproduce_cifar100.py: the row\'s config plus',
+        '# the fixed recipe of the comparison.',
+        f"_base_ = [{osp.join(CONFIGS, config)!r}]",
+    ] + [f'{k} = {v!r}' for k, v in cfg.items()]
+    path = osp.join(args.work_dir, row, f'seed{seed}', 'config.py')
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+def run(cmd: List[str], log_path: str) -> None:
+    with open(log_path, 'w') as log:
+        proc = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = ''.join(f.readlines()[-30:])
+        raise SystemExit(f'command failed ({proc.returncode}): '
+                         f'{" ".join(cmd)}\n--- {log_path} ---\n{tail}')
+
+
+def train_and_test(args, row: str, seed: int) -> Dict[str, float]:
+    """Train one run and return the metrics of its last epoch."""
+    config = row_config(args, row, seed)
+    work_dir = osp.dirname(config)
+    metrics_file = osp.join(work_dir, 'metrics.json')
+    if args.skip_existing and osp.isfile(metrics_file):
+        with open(metrics_file) as f:
+            return json.load(f)
+    train = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
+             '--work-dir', work_dir]
+    if args.amp:
+        train.append('--amp')
+    if args.cfg_options:
+        train += ['--cfg-options'] + list(args.cfg_options)
+    print(f'[{row} seed {seed}] training ({args.epochs} epochs)...',
+          flush=True)
+    run(train, osp.join(work_dir, 'train_stdout.log'))
+    ckpt = osp.join(work_dir, f'epoch_{args.epochs}.pth')
+    test = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt,
+            '--work-dir', work_dir, '--out', metrics_file,
+            '--out-item', 'metrics']
+    if args.cfg_options:
+        test += ['--cfg-options'] + list(args.cfg_options)
+    run(test, osp.join(work_dir, 'test_stdout.log'))
+    with open(metrics_file) as f:
+        return json.load(f)
+
+
+def net_metrics(metrics: Dict[str, float], net: str) -> Dict[str, float]:
+    """Top-1/top-5 of ``net`` ('alone' = a plain classifier's accuracy)."""
+    prefix = 'accuracy' if net == 'alone' else net
+    return {
+        'top1': metrics[f'{prefix}/top1'],
+        'top5': metrics.get(f'{prefix}/top5', float('nan'))
+    }
+
+
+def summarise(records: List[dict]) -> str:
+    """Markdown table, mean ± std over seeds, one line per row and net."""
+    groups = {}
+    for r in records:
+        groups.setdefault((r['row'], r['net'], r['arch']), []).append(r)
+    lines = [
+        '| row | net | architecture | top-1 (%) mean ± std | top-5 (%) | '
+        'seeds |', '|---|---|---|---|---|---|'
+    ]
+    for (row, net, arch), rs in groups.items():
+        t1 = [r['top1'] for r in rs]
+        t5 = [r['top5'] for r in rs]
+        std = statistics.stdev(t1) if len(t1) > 1 else 0.0
+        lines.append(f'| {row} | {net} | {arch} | '
+                     f'{statistics.mean(t1):.2f} ± {std:.2f} | '
+                     f'{statistics.mean(t5):.2f} | {len(rs)} |')
+    # The claim: EKD sub-nets vs the same nets alone, EKD full vs alone.
+    means = {(k[0], k[2]): statistics.mean(r['top1'] for r in v)
+             for k, v in groups.items()}
+    checks = []
+    for ekd_row, alone in (('ddnn_ekd', {'ResNet-18': 'resnet18',
+                                         'ResNet-34': 'resnet34'}),
+                           ('ddnn_b_ekd', {'ResNet-26b': 'resnet26b',
+                                           'ResNet-44b': 'resnet44b',
+                                           'ResNet-50': 'resnet50'})):
+        for arch, base_row in alone.items():
+            if (ekd_row, arch) in means and (base_row, arch) in means:
+                delta = means[(ekd_row, arch)] - means[(base_row, arch)]
+                full = arch in ('ResNet-34', 'ResNet-50')
+                target = -0.3 if full else 1.0
+                ok = 'met' if delta >= target else 'NOT met'
+                checks.append(
+                    f'- {arch}: {ekd_row} - alone = {delta:+.2f} points '
+                    f'(target {target:+.1f}: {ok})')
+    if checks:
+        lines += ['', 'Claim check (mean over seeds):'] + checks
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.work_dir, exist_ok=True)
+    records = []
+    known = {**BASIC_ROWS, **BOTTLENECK_ROWS}
+    for row in args.rows:
+        for seed in args.seeds:
+            metrics = train_and_test(args, row, seed)
+            for net, arch in known[row][2].items():
+                records.append(
+                    dict(row=row, net=net, arch=arch, seed=seed,
+                         **net_metrics(metrics, net)))
+    csv_path = osp.join(args.work_dir, 'results.csv')
+    with open(csv_path, 'w', newline='') as f:
+        writer = csv.DictWriter(
+            f, fieldnames=['row', 'net', 'arch', 'seed', 'top1', 'top5'])
+        writer.writeheader()
+        writer.writerows(records)
+    summary = summarise(records)
+    header = (f'CIFAR-100, split={args.split}, {args.epochs} epochs, '
+              f'{args.schedule} schedule, batch {args.batch_size}, seeds '
+              f'{args.seeds}\n\n')
+    with open(osp.join(args.work_dir, 'summary.md'), 'w') as f:
+        f.write(header + summary + '\n')
+    print('\n' + header + summary)
+    print(f'\nresults: {csv_path}')
+
+
+if __name__ == '__main__':
+    main()
