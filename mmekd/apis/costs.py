@@ -40,11 +40,21 @@ def complexity(model: nn.Module, shape: Tuple[int, int, int]) -> Dict:
     """FLOPs of ``extract_feat`` (backbone + neck, MMPretrain's convention
     in ``tools/analysis_tools/get_flops.py`` and its metafiles) and
     parameters of the whole classifier, for one image of ``shape``."""
+    import logging
+
     from mmengine.analysis import get_model_complexity_info
+    from mmengine.logging import MMLogger
     model = copy.deepcopy(model).eval()
     model.forward = model.extract_feat
-    info = get_model_complexity_info(
-        model, shape, show_table=False, show_arch=False)
+    # The head is not called by extract_feat: expected, not worth a warning.
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        info = get_model_complexity_info(
+            model, shape, show_table=False, show_arch=False)
+    finally:
+        logger.setLevel(level)
     return dict(flops=int(info['flops']), params=int(info['params']))
 
 

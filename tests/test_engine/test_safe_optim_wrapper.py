@@ -171,3 +171,62 @@ def test_config_and_validation():
     amp = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper')))
     with pytest.raises(SystemExit, match='needs mmekd.SafeOptimWrapper'):
         apply_safe_training_defaults(amp, on_nonfinite='skip')
+
+
+def _tiny_ddnn():
+    from mmekd.registry import MODELS
+    model = MODELS.build(
+        dict(
+            type='mmekd.DDNNClassifier',
+            backbone=dict(
+                type='mmekd.DepthDynamicResNetCIFAR',
+                depth=18,
+                stem_channels=4,
+                base_channels=4,
+                sub_depths=[[1, 1, 1, 1]],
+                out_indices=(0, 1, 2, 3)),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='mmekd.MultiNetClsHead', num_classes=3,
+                in_channels=32),
+            train_step_mode='memory_efficient'))
+    model.init_weights()
+    return model
+
+
+def _ddnn_batch(nan: bool):
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randn(4, 3, 8, 8, generator=g)
+    if nan:
+        inputs[0, 0, 0, 0] = float('nan')
+    return dict(
+        inputs=inputs,
+        data_samples=[DataSample().set_gt_label(i % 3) for i in range(4)])
+
+
+@pytest.mark.parametrize('mode', ['stop', 'skip'])
+def test_memory_efficient_ddnn_step_is_guarded(mode, at_iteration):
+    """DDNNClassifier's memory-efficient step back-propagates itself; a
+    non-finite loss must still stop or skip without updating weights."""
+    model = _tiny_ddnn()
+    wrapper = _wrapper(model, on_nonfinite=mode)
+    model.train_step(_ddnn_batch(nan=False), wrapper)  # momentum state
+    before = _snapshot(model, wrapper)
+    if mode == 'stop':
+        with pytest.raises(NonFiniteLossError, match='loss_ce_full'):
+            model.train_step(_ddnn_batch(nan=True), wrapper)
+    else:
+        model.train_step(_ddnn_batch(nan=True), wrapper)
+        assert wrapper.num_skipped == 1
+        assert all(p.grad is None or not p.grad.any()
+                   for p in model.parameters())
+    # Weights and optimizer state are untouched. (BatchNorm running
+    # statistics are updated by the forward pass before any loss exists,
+    # as in MMEngine's own step.)
+    after = _snapshot(model, wrapper)
+    params = dict(model.named_parameters())
+    for name in params:
+        torch.testing.assert_close(
+            after[0][name], before[0][name], rtol=0, atol=0)
+    _assert_same(({}, after[1]), ({}, before[1]))

@@ -63,7 +63,7 @@ def main():
         meta.update(
             mean=json.dumps(pre.mean.flatten().tolist()),
             std=json.dumps(pre.std.flatten().tolist()),
-            to_rgb=str(bool(getattr(pre, '_channel_conversion', False))))
+            to_rgb=str(bool(getattr(pre, 'to_rgb', False))))
     export_onnx(plain, args.out, (3, h, w), args.opset, meta)
     x = torch.randn(4, 3, h, w, generator=torch.Generator().manual_seed(0))
     diff = verify_onnx(args.out, plain, x, args.atol)

@@ -132,7 +132,17 @@ class SafeOptimWrapper(OptimWrapper):
             self._loss_terms = None  # do not keep the graph alive
 
     def _handle_nonfinite(self, loss: torch.Tensor, zero_kwargs: dict):
-        what = self._describe(loss)
+        self._stop_or_count_skip(self._describe(loss))
+        # Count the iteration (keeps accumulation windows aligned) without
+        # backward; step only with gradients of other iterations.
+        self._inner_count += 1
+        if self.should_update():
+            if self._window_has_grad:
+                self.step()
+            self.zero_grad(**zero_kwargs)
+
+    def _stop_or_count_skip(self, what: str) -> None:
+        """Raise (``'stop'``, or too many skips) or log and count a skip."""
         if self.on_nonfinite == 'stop':
             raise NonFiniteLossError(
                 f'Non-finite loss at {what}. Lower the learning rate, clip '
@@ -151,10 +161,28 @@ class SafeOptimWrapper(OptimWrapper):
             level=30)
         MessageHub.get_current_instance().update_info(
             'nonfinite_skipped', self.num_skipped)
-        # Count the iteration (keeps accumulation windows aligned) without
-        # backward; step only with gradients of other iterations.
-        self._inner_count += 1
-        if self.should_update():
-            if self._window_has_grad:
-                self.step()
-            self.zero_grad(**zero_kwargs)
+
+    def check_backpropagated(self, loss: torch.Tensor,
+                             loss_terms: Dict[str, torch.Tensor]) -> bool:
+        """The check of :meth:`update_params` for a model that has already
+        back-propagated its losses itself (several backward calls, e.g.
+        :class:`mmekd.DDNNClassifier`'s memory-efficient ``train_step``),
+        before it steps.
+
+        Returns:
+            bool: True if the gradients may be used. Otherwise raises
+            (``'stop'``) or, for ``'skip'``, zeroes all gradients of the
+            accumulation window (they contain this iteration's non-finite
+            values) and returns False.
+        """
+        if self._is_finite(loss):
+            self._window_has_grad = True
+            return True
+        self._loss_terms = loss_terms
+        try:
+            self._stop_or_count_skip(self._describe(loss))
+        finally:
+            self._loss_terms = None
+        self.zero_grad()
+        self._window_has_grad = False
+        return False

@@ -51,6 +51,10 @@ class MultiNetAccuracy(BaseMetric):
 
     def compute_metrics(self, results: List[dict]) -> dict:
         names = results[0]['net_names']
+        if any(r['net_names'] != names for r in results):
+            raise ValueError('MultiNetAccuracy got samples scored by '
+                             'different sets of nets; evaluate one model '
+                             'at a time')
         scores = torch.stack([r['scores'] for r in results])  # (N, nets, C)
         labels = torch.cat([r['label'] for r in results])
         metrics = dict()

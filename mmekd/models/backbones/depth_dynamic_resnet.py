@@ -214,7 +214,11 @@ class DepthDynamicResNet(ResNet):
                         f'sub-net cannot be deeper than its full net')
                 blocks.append(select_blocks(n, item, self.block_choice))
             else:
-                idx = tuple(int(b) for b in item)
+                idx = tuple(item)
+                if any(isinstance(b, bool) or not isinstance(b, int)
+                       for b in idx):
+                    raise TypeError(f'{where}[{s}] = {list(item)}: block '
+                                    'indices must be integers')
                 if (not idx or idx[0] != 0 or list(idx) != sorted(set(idx))
                         or idx[-1] >= n):
                     raise ValueError(

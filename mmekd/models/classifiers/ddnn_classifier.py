@@ -135,7 +135,11 @@ class DDNNClassifier(ImageClassifier):
         self._stage_pos = {s: i for i, s in enumerate(out_indices)}
         if at_stages is None:
             at_stages = out_indices
-        at_stages = tuple(int(s) for s in at_stages)
+        at_stages = tuple(at_stages)
+        if at_loss and not at_stages:
+            raise ValueError('at_stages is empty but at_loss is set; use '
+                             'at_loss=None to turn attention distillation '
+                             'off')
         bad = [s for s in at_stages if s not in self._stage_pos]
         if bad:
             raise ValueError(
@@ -293,6 +297,12 @@ class DDNNClassifier(ImageClassifier):
         if self.train_step_mode == 'simple':
             return super().train_step(data, optim_wrapper)
         log_vars = self.backward_step(data, optim_wrapper)
+        # mmekd.SafeOptimWrapper: a non-finite loss stops training or skips
+        # the step (its update_params, which does this otherwise, is not
+        # used by a step that back-propagates several times).
+        check = getattr(optim_wrapper, 'check_backpropagated', None)
+        if check is not None and not check(log_vars['loss'], log_vars):
+            return log_vars
         if optim_wrapper.should_update():
             optim_wrapper.step()
             optim_wrapper.zero_grad()

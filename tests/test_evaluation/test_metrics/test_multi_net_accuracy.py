@@ -97,3 +97,17 @@ def test_end_to_end_predict_to_metric():
         'sub0/top1': 25.0,  # label 9
         'sub0/top5': 25.0,  # label 9 (top5 is 9..5)
     })
+
+
+def test_mixed_net_sets_are_refused():
+    import torch as _torch
+    from mmekd.evaluation import MultiNetAccuracy as _Metric
+    metric = _Metric(topk=(1, ))
+    results = [
+        dict(net_names=('full', 'sub0'), scores=_torch.eye(2),
+             label=_torch.tensor([0])),
+        dict(net_names=('full', ), scores=_torch.eye(2)[:1],
+             label=_torch.tensor([0])),
+    ]
+    with pytest.raises(ValueError, match='different sets of nets'):
+        metric.compute_metrics(results)

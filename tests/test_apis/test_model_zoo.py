@@ -1,0 +1,74 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+import os.path as osp
+
+import mmpretrain
+import pytest
+import torch
+import yaml
+from mmengine.config import Config
+from torch.testing import assert_close
+
+from mmekd.apis import build_model, model_index_path, net_costs, \
+    register_model_zoo
+from tiny_ddnn import randomize
+
+DIGITS = 'ddnn-ekd_resnet34-w16-sub1-resnet10_1xb64_digits'
+
+
+def metafile_models():
+    index, root = model_index_path()
+    with open(index) as f:
+        imports = yaml.safe_load(f)['Import']
+    models = []
+    for path in imports:
+        with open(osp.join(root, path)) as f:
+            models += yaml.safe_load(f)['Models']
+    return models, root
+
+
+def test_metafile_is_consistent():
+    models, root = metafile_models()
+    assert len(models) == 13
+    for m in models:
+        cfg_path = osp.join(root, m['Config'])
+        assert osp.isfile(cfg_path), m['Config']
+        assert osp.splitext(osp.basename(cfg_path))[0] == m['Name']
+        assert isinstance(m['Metadata']['FLOPs'], int)
+        assert isinstance(m['Metadata']['Parameters'], int)
+        assert 'Weights' not in m  # nothing published yet
+
+
+def test_metafile_costs_are_the_tools():
+    # The digits entries (16x16: cheap to count) match net_costs.
+    models, root = metafile_models()
+    costs = {r['net']: r for r in net_costs(
+        osp.join(root, 'configs', 'ddnn_demo_digits.py'))}
+    digits = [m for m in models if m['Name'].endswith('_digits')]
+    assert len(digits) == 3
+    for m in digits:
+        net = Config.fromfile(osp.join(root, m['Config'])).model.predict_net
+        assert m['Metadata']['FLOPs'] == costs[net]['flops'], m['Name']
+        assert m['Metadata']['Parameters'] == costs[net]['params']
+
+
+def test_get_model_by_name(tmp_path):
+    register_model_zoo()
+    register_model_zoo()  # idempotent
+    names = mmpretrain.list_models('ddnn-ekd*')
+    assert DIGITS in names and len(names) == 13
+    assert 'resnet18_8xb16_cifar10' in mmpretrain.list_models('resnet18*')
+
+    index, root = model_index_path()
+    source = randomize(build_model(
+        osp.join(root, 'configs', 'ddnn_demo_digits.py')))
+    ckpt = osp.join(tmp_path, 'digits.pth')
+    torch.save(dict(state_dict=source.state_dict(), meta=dict(
+        dataset_meta=dict(classes=tuple('0123456789')))), ckpt)
+    model = mmpretrain.get_model(DIGITS, pretrained=ckpt)
+    assert model.predict_net == 'sub1' and not model.eval_all_nets
+    x = torch.randn(2, 3, 16, 16)
+    assert_close(model(x), source.forward_nets(x, ['sub1'])[0]['sub1'])
+    assert not torch.allclose(model(x), source.forward_nets(
+        x, ['full'])[0]['full'], atol=1e-3)
+    with pytest.raises(ValueError, match='Failed to find model'):
+        mmpretrain.get_model('ddnn-ekd_resnet99_digits')

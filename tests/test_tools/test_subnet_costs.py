@@ -1,0 +1,85 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+import csv
+import importlib.util
+import json
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config
+from mmpretrain.models import ImageClassifier
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_apis'))
+from tiny_ddnn import write_config  # noqa: E402
+
+from mmekd.apis import complexity, input_size, net_costs  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(ROOT, 'tools', 'analysis', 'subnet_costs.py')
+
+
+def conv_flops(c_in, c_out, k, hw):
+    return c_in * c_out * k * k * hw * hw
+
+
+def test_costs_match_hand_count(tmp_path):
+    cfg = Config.fromfile(write_config(osp.join(tmp_path, 'c.py')))
+    assert input_size(cfg) == (16, 16)  # Resize(16, 16) in the test pipeline
+    rows = {r['net']: r for r in net_costs(cfg)}
+    # sub1 = [1, 2, 1, 1] CIFAR BasicBlocks, 8/16/32/64 channels, 16x16 in:
+    # stem 3->8, stage1 (16x16) 3 blocks of 2 convs 8->8; stage s>1 halves
+    # the size: first block c/2->c 3x3 + c->c 3x3 + 1x1 projection, then
+    # (blocks - 1) x 2 convs c->c; GAP adds one op per input element.
+    expected = conv_flops(3, 8, 3, 16) + 2 * conv_flops(8, 8, 3, 16)
+    size, blocks = 16, [1, 2, 1, 1]
+    for s, c in enumerate([16, 32, 64]):
+        size //= 2
+        expected += (conv_flops(c // 2, c, 3, size) + conv_flops(c, c, 3, size)
+                     + conv_flops(c // 2, c, 1, size))
+        expected += (blocks[s + 1] - 1) * 2 * conv_flops(c, c, 3, size)
+    bn_and_relu = rows['sub1']['flops'] - expected
+    # Only BatchNorm (and the pooling) come on top of the convolutions.
+    assert 0 < bn_and_relu < 0.05 * expected, (rows['sub1']['flops'],
+                                               expected)
+    assert rows['sub0']['plain_type'] == 'ResNet_CIFAR'
+    assert rows['sub1']['plain_type'] == 'mmekd.DepthDynamicResNetCIFAR'
+    assert rows['full']['flops'] > rows['sub0']['flops'] > rows['sub1'][
+        'flops']
+
+    # Same numbers as mmpretrain's own ResNet-18 counted the same way.
+    ref = ImageClassifier(
+        backbone=dict(
+            type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=5, in_channels=64))
+    assert complexity(ref, (3, 16, 16)) == dict(
+        flops=rows['sub0']['flops'], params=rows['sub0']['params'])
+    assert rows['sub0']['params'] == sum(p.numel() for p in ref.parameters())
+
+
+def test_subnet_costs_tool(tmp_path, monkeypatch, capsys):
+    cfg = write_config(osp.join(tmp_path, 'tiny.py'))
+    results = osp.join(tmp_path, 'metrics.json')
+    with open(results, 'w') as f:
+        json.dump({'full/top1': 91.5, 'sub0/top1': 88.25, 'sub1/top1': 80.0},
+                  f)
+    out = osp.join(tmp_path, 'out')
+    spec = importlib.util.spec_from_file_location('subnet_costs', TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(sys, 'argv',
+                        [TOOL, cfg, '--results', results, '--out-dir', out])
+    tool.main()
+    stdout = capsys.readouterr().out
+    assert '| sub0 | resnet18 | [2, 2, 2, 2] | ResNet_CIFAR | 16x16 |' in \
+        stdout
+    assert '| 88.25 |' in stdout
+    with open(osp.join(out, 'tiny_costs.csv')) as f:
+        rows = {r['net']: r for r in csv.DictReader(f)}
+    costs = {r['net']: r for r in net_costs(cfg)}
+    assert int(rows['sub1']['flops']) == costs['sub1']['flops']
+    assert float(rows['full']['top1']) == 91.5
+    png = osp.join(out, 'tiny_costs.png')
+    with open(png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert osp.isfile(osp.join(out, 'tiny_costs.md'))
