@@ -15,7 +15,8 @@ from .onnx_export import LogitsModel, export_onnx, onnx_logits, verify_onnx
 __all__ = [
     'complexity', 'input_size', 'net_costs',
     'ExportError', 'build_model', 'check_net', 'check_net_in_checkpoint',
-    'check_state_dict', 'export_subnet', 'export_to_files', 'exported_checkpoint',
+    'check_state_dict', 'export_subnet', 'export_to_files',
+    'exported_checkpoint',
     'exported_config', 'load_config', 'load_ddnn_model', 'net_arch_name',
     'net_depth', 'plain_model_cfg', 'read_checkpoint', 'standard_depth',
     'trained_nets', 'model_index_path', 'register_model_zoo', 'LogitsModel',

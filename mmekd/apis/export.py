@@ -1,9 +1,9 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Export one net of a DDNN model as a plain, single-net classifier.
 
-A net whose blocks per stage are those of a standard ResNet becomes MMPretrain's
-own ``ResNet`` / ``ResNet_CIFAR`` (loadable without mmekd); any other net
-becomes an :class:`mmekd.DepthDynamicResNet` in single-net mode
+A net whose blocks per stage are those of a standard ResNet becomes
+MMPretrain's own ``ResNet`` / ``ResNet_CIFAR`` (loadable without mmekd);
+any other net becomes an :class:`mmekd.DepthDynamicResNet` in single-net mode
 (``stage_blocks=...``, no sub-nets). Block indices are renumbered to
 ``0..k-1`` and private BatchNorm / classifier copies of the net are taken.
 """
@@ -184,7 +184,7 @@ def _source_key(model: nn.Module, net: str, key: str) -> str:
 
 
 def export_subnet(model: nn.Module, net: str,
-                  model_cfg: dict) -> Tuple[dict, 'OrderedDict[str, Tensor]']:
+                  model_cfg: dict) -> Tuple[dict, Dict[str, torch.Tensor]]:
     """Export ``net`` of a DDNN classifier as a plain single-net model.
 
     Args:
@@ -345,7 +345,8 @@ def trained_nets(meta: dict) -> Optional[Dict[str, tuple]]:
     if hasattr(backbone, 'net_blocks'):
         return dict(backbone.net_blocks)
     if hasattr(backbone, 'stage_blocks'):  # a plain ResNet: one net
-        return {FULL_NET: tuple(tuple(range(n)) for n in backbone.stage_blocks)}
+        full = tuple(tuple(range(n)) for n in backbone.stage_blocks)
+        return {FULL_NET: full}
     return None
 
 
@@ -404,7 +405,9 @@ def exported_config(config, plain_cfg: dict,
         if key in d:
             d[key] = _single_net_evaluator(d[key])
     hooks = d.get('custom_hooks') or []
-    kept = [h for h in hooks if not str(h.get('type', '')).startswith('mmekd.')]
+    kept = [
+        h for h in hooks if not str(h.get('type', '')).startswith('mmekd.')
+    ]
     if len(kept) != len(hooks):
         notes.append('dropped DDNN training hooks: ' + ', '.join(
             h['type'] for h in hooks if h not in kept))
@@ -417,7 +420,8 @@ def exported_config(config, plain_cfg: dict,
         for key in ('val_evaluator', 'test_evaluator')
         for m in _as_list(d.get(key)))
     if needs_mmekd:
-        d['custom_imports'] = dict(imports=['mmekd'], allow_failed_imports=False)
+        d['custom_imports'] = dict(
+            imports=['mmekd'], allow_failed_imports=False)
     else:
         d.pop('custom_imports', None)
     datasets = sorted({
@@ -516,7 +520,8 @@ def export_to_files(config,
         net (str): The net to export.
         out_dir (str): Output folder (created).
         name (str, optional): File stem. Defaults to
-            ``<config stem>_<net>-<arch>``, e.g. ``ddnn_r34_cifar100_sub0-resnet18``.
+            ``<config stem>_<net>-<arch>``, e.g.
+            ``ddnn_r34_cifar100_sub0-resnet18``.
         recalibrate_bn (int): Recompute the net's BatchNorm statistics on
             this many batches of the config's ``train_dataloader`` before
             exporting (0: keep the checkpoint's).

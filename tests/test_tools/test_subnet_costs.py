@@ -5,7 +5,6 @@ import json
 import os.path as osp
 import sys
 
-import torch
 from mmengine.config import Config
 from mmpretrain.models import ImageClassifier
 

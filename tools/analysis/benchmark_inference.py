@@ -67,10 +67,11 @@ def plain_reference(exported: torch.nn.Module, plain_cfg: dict,
     cls = type('PlainResNet', (base, ),
                dict(arch_settings={depth: (block, tuple(blocks))}))
     backbone = cls(depth, **bb_cfg)
-    reference = build_model(Config(dict(model=dict(plain_cfg, backbone=backbone))))
+    reference = build_model(
+        Config(dict(model=dict(plain_cfg, backbone=backbone))))
     reference.load_state_dict(exported.state_dict(), strict=True)
     assert type(reference.backbone).forward in (ResNet.forward,
-                                               ResNet_CIFAR.forward)
+                                                ResNet_CIFAR.forward)
     return reference
 
 

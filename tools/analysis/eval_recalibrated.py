@@ -76,8 +76,9 @@ def main():
     for net in nets:
         cells = [net, str(model.backbone.blocks_per_stage(net)),
                  f'{results[net]["stored"]:.2f}']
+        stored_acc = results[net]['stored']
         cells += [
-            f'{results[net][n]:.2f} ({results[net][n] - results[net]["stored"]:+.2f})'
+            f'{results[net][n]:.2f} ({results[net][n] - stored_acc:+.2f})'
             for n in args.num_batches
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')

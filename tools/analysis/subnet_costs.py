@@ -89,7 +89,10 @@ def plot(rows: List[dict], results: dict, title: str, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    pts = [(r['flops'] / 1e9, results[r['net']][1], r)
+    # GFLOPs, or MFLOPs for small inputs (readable tick labels).
+    unit, scale = ('G', 1e9) if max(r['flops'] for r in rows) >= 1e8 else (
+        'M', 1e6)
+    pts = [(r['flops'] / scale, results[r['net']][1], r)
            for r in rows if 1 in results.get(r['net'], {})]
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
     pts.sort(key=lambda p: p[0])
@@ -97,11 +100,11 @@ def plot(rows: List[dict], results: dict, title: str, path: str) -> None:
     for flops, acc, r in pts:
         ax.annotate(f'{r["net"]} ({r["arch"]})', (flops, acc),
                     textcoords='offset points', xytext=(6, -12), fontsize=8)
-    ax.set_xlabel('FLOPs (G) per image')
+    ax.set_xlabel(f'FLOPs ({unit}) per image')
     ax.set_ylabel('top-1 accuracy (%)')
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.margins(x=0.15, y=0.15)
+    ax.margins(x=0.25, y=0.15)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -142,8 +145,10 @@ def main():
                 plain_type=r['plain_type'], height=r['input_size'][0],
                 width=r['input_size'][1], params=r['params'],
                 flops=r['flops'],
-                **{f'top{k}': v for k, v in results.get(r['net'],
-                                                         {}).items()}))
+                **{
+                    f'top{k}': v
+                    for k, v in results.get(r['net'], {}).items()
+                }))
     print(md)
     written = [stem + '.md', stem + '.csv']
     if results:

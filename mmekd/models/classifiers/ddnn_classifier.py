@@ -48,9 +48,10 @@ class DDNNClassifier(ImageClassifier):
         at_loss (dict, optional): Attention distillation loss on the stage
             outputs listed in ``at_stages``. Defaults to
             ``AttentionTransferLoss(p=2, mode='activation',
-            loss_weight=100)``. ``None`` disables it. (Weight 1000, the
-            attention-transfer paper's beta, made training diverge in the
-            digits demo: the attention gradients outweighed CE 3-12x.)
+            loss_weight=10)``. ``None`` disables it. (In the digits demo,
+            weights 100 and 1000 - the attention-transfer paper's beta -
+            stalled or diverged training: the attention gradients
+            outweighed CE 3-12x; 1 and 10 trained well. See README.)
         at_stages (Sequence[int]): Stages (0-based) whose outputs are matched
             by attention distillation; each must be in the backbone's
             ``out_indices``. Defaults to all of the backbone's stages.
@@ -85,7 +86,7 @@ class DDNNClassifier(ImageClassifier):
                      type='mmekd.AttentionTransferLoss',
                      p=2.0,
                      mode='activation',
-                     loss_weight=100.0),
+                     loss_weight=10.0),
                  at_stages: Optional[Sequence[int]] = None,
                  predict_net: str = FULL_NET,
                  eval_all_nets: bool = True,

@@ -48,7 +48,7 @@ class AttentionTransferLoss(nn.Module):
             (The attention-transfer paper uses this per-pair mean squared
             difference with beta=1000 for a pretrained teacher; for DDNN
             sub-nets trained from scratch :class:`DDNNClassifier` defaults to
-            100, which keeps the attention gradients comparable to CE.)
+            10, which keeps the attention gradients below those of CE.)
     """
 
     def __init__(self,
