@@ -96,6 +96,12 @@ def parse_args(argv=None):
         choices=['val', 'test'],
         default='val',
         help='val: 45k/5k carved from train; test: official train/test')
+    parser.add_argument(
+        '--val-per-class',
+        type=int,
+        default=50,
+        help='with --split val: images of every class held out (the last '
+        'ones in file order)')
     parser.add_argument('--epochs', type=int, default=200)
     parser.add_argument(
         '--schedule',
@@ -165,8 +171,9 @@ def row_config(args, row: str, seed: int) -> str:
             type='CosineAnnealingLR', by_epoch=True, begin=0, end=e, T_max=e)
     data_root = osp.abspath(args.data_root)
     if args.split == 'val':
-        train_set = dict(split='train', val_per_class=50, subset='train')
-        val_set = dict(split='train', val_per_class=50, subset='val')
+        v = args.val_per_class
+        train_set = dict(split='train', val_per_class=v, subset='train')
+        val_set = dict(split='train', val_per_class=v, subset='val')
     else:
         train_set = dict(split='train', val_per_class=0, subset='all')
         val_set = dict(split='test', val_per_class=0, subset='all')
@@ -194,7 +201,8 @@ def row_config(args, row: str, seed: int) -> str:
         '# the fixed recipe of the comparison.',
         f"_base_ = [{osp.join(CONFIGS, config)!r}]",
     ] + [f'{k} = {v!r}' for k, v in cfg.items()]
-    path = osp.join(args.work_dir, row, f'seed{seed}', 'config.py')
+    # Beside the run's work dir: the runner dumps its merged config inside.
+    path = osp.join(args.work_dir, row, f'seed{seed}.py')
     os.makedirs(osp.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
@@ -215,7 +223,8 @@ def run(cmd: List[str], log_path: str) -> None:
 def train_and_test(args, row: str, seed: int) -> Dict[str, float]:
     """Train one run and return the metrics of its last epoch."""
     config = row_config(args, row, seed)
-    work_dir = osp.dirname(config)
+    work_dir = osp.splitext(config)[0]
+    os.makedirs(work_dir, exist_ok=True)
     metrics_file = osp.join(work_dir, 'metrics.json')
     if args.skip_existing and osp.isfile(metrics_file):
         with open(metrics_file) as f:

@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.engine.hooks import CheckpointKeysHook
 from mmekd.evaluation import format_net_table
+from mmekd.models.utils import recalibrate_bn
 from mmekd.utils import (CheckpointMismatchError, UnsafeCheckpointError,
                          apply_dataloader_defaults, setup_cpu_distributed)
 
@@ -30,6 +31,14 @@ def parse_args():
         '--net',
         help='net whose prediction is pred_score (e.g. full, sub0); all '
         'nets are still evaluated')
+    parser.add_argument(
+        '--recalibrate-bn',
+        type=int,
+        default=0,
+        metavar='N',
+        help='recompute the BatchNorm statistics of --net (default: the '
+        "config's predict_net) on N training batches before testing; with "
+        "shared BatchNorm only that net's row is then meaningful")
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -95,6 +104,16 @@ def main():
             DumpResults(out_file_path=args.out))
 
     try:
+        if args.recalibrate_bn:
+            # Load now (runner.test() then does not load again), then
+            # re-estimate the net's statistics on training batches.
+            runner.load_or_resume()
+            net = args.net or cfg.model.get('predict_net')
+            recalibrate_bn(runner.model,
+                           Runner.build_dataloader(cfg.train_dataloader),
+                           args.recalibrate_bn, net=net)
+            runner.logger.info(f'BatchNorm statistics of {net} recalibrated '
+                               f'on {args.recalibrate_bn} training batches')
         metrics = runner.test()
     except (CheckpointMismatchError, UnsafeCheckpointError) as e:
         runner.logger.error(str(e))

@@ -1,0 +1,72 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""tools/reproduce_cifar100.py end to end on a tiny fake CIFAR-100."""
+import csv
+import importlib.util
+import os.path as osp
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tests', 'test_datasets'))
+from test_cifar import write_fake_cifar100  # noqa: E402
+
+spec = importlib.util.spec_from_file_location(
+    'reproduce_cifar100', osp.join(ROOT, 'tools', 'reproduce_cifar100.py'))
+reproduce = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reproduce)
+
+TINY = [
+    'model.backbone.stem_channels=4', 'model.backbone.base_channels=4',
+    'model.head.in_channels=32', 'val_dataloader.batch_size=64'
+]
+
+
+def run(tmp_path, split, rows, seeds):
+    root = write_fake_cifar100(str(tmp_path / 'data'), per_class=3)
+    work = str(tmp_path / 'work')
+    reproduce.main([
+        '--data-root', root, '--split', split, '--epochs', '1', '--seeds',
+        *seeds, '--rows', *rows, '--batch-size', '32', '--num-workers', '0',
+        '--val-per-class', '1', '--work-dir', work, '--cfg-options', *TINY
+    ])
+    with open(osp.join(work, 'results.csv')) as f:
+        return work, list(csv.DictReader(f))
+
+
+def test_rows_seeds_table_and_csv(tmp_path, capsys):
+    work, rows = run(tmp_path, 'val', ['resnet18', 'ddnn', 'ddnn_ekd'],
+                     ['0', '1'])
+    out = capsys.readouterr().out
+    # resnet18: 1 net; ddnn and ddnn_ekd: full + sub0; x 2 seeds.
+    assert len(rows) == (1 + 2 + 2) * 2
+    assert {(r['row'], r['net']) for r in rows} == {
+        ('resnet18', 'alone'), ('ddnn', 'full'), ('ddnn', 'sub0'),
+        ('ddnn_ekd', 'full'), ('ddnn_ekd', 'sub0')}
+    assert all(0 <= float(r['top1']) <= 100 for r in rows)
+    assert '| ddnn_ekd | sub0 | ResNet-18 |' in out
+    assert 'ResNet-18: ddnn_ekd - alone' in out  # the claim check
+    # The generated config is the row's config plus the fixed recipe.
+    with open(osp.join(work, 'ddnn', 'seed1.py')) as f:
+        text = f.read()
+    assert "'kl_loss': None" in text and "'at_loss': None" in text
+    assert "'seed': 1" in text
+    assert "'val_per_class': 1, 'subset': 'val'" in text
+
+
+def test_official_test_split(tmp_path):
+    work, rows = run(tmp_path, 'test', ['ddnn_ekd'], ['0'])
+    assert [(r['row'], r['net']) for r in rows] == [('ddnn_ekd', 'full'),
+                                                     ('ddnn_ekd', 'sub0')]
+    with open(osp.join(work, 'ddnn_ekd', 'seed0.py')) as f:
+        assert "'split': 'test'" in f.read()
+
+
+def test_bad_arguments(tmp_path):
+    root = write_fake_cifar100(str(tmp_path / 'data'), test=False)
+    with pytest.raises(SystemExit):
+        reproduce.main(['--data-root', root, '--rows', 'resnet99'])
+    with pytest.raises(SystemExit):  # no test file for the official pair
+        reproduce.main(['--data-root', root, '--split', 'test'])
+    with pytest.raises(SystemExit):
+        reproduce.main(['--data-root', str(tmp_path / 'nothing')])
