@@ -66,6 +66,9 @@ def setup(tmp_path_factory):
         name: ['test.py', cfg, str(tmp / f'{name}.pth')]
         for name in ('good', 'evil', 'other', 'shaped')
     }
+    runs['recalibrated'] = [
+        'test.py', cfg, str(tmp / 'good.pth'), '--net', 'sub0',
+        '--recalibrate-bn', '2']
     runs['evil_resume'] = [
         'train.py', cfg, '--resume', str(tmp / 'evil.pth')]
     procs = {
@@ -87,6 +90,14 @@ def test_test_tool_good_checkpoint(setup):
     rc, out = setup['results']['good']
     assert rc == 0, out[-3000:]
     assert '| full |' in out
+
+
+def test_test_tool_recalibrates_bn(setup):
+    rc, out = setup['results']['recalibrated']
+    assert rc == 0, out[-3000:]
+    assert 'BatchNorm statistics of sub0 recalibrated on 2 training ' \
+        'batches' in out
+    assert '| sub0 |' in out
 
 
 @pytest.mark.parametrize('run', ['evil', 'evil_resume'])
