@@ -5,7 +5,8 @@ from typing import Dict, Optional
 
 import torch.nn as nn
 
-_NET_KEY = re.compile(r'^(?:(?P<prefix>.+)/)?(?P<net>full|sub\d+)/top(?P<k>\d+)$')
+_NET_KEY = re.compile(
+    r'^(?:(?P<prefix>.+)/)?(?P<net>full|sub\d+)/top(?P<k>\d+)$')
 
 
 def per_net_metrics(metrics: Dict[str, float]) -> Dict[str, Dict[int, float]]:

@@ -47,14 +47,15 @@ def test_config_builds(path):
 
 def test_baselines_match_ddnn_recipes():
     """A baseline trains its net with exactly the DDNN config's recipe."""
-    for ddnn, baselines in {
-            'ddnn_r34_cifar100.py': ['resnet18_cifar100', 'resnet34_cifar100'],
-            'ddnn_r50_cifar100.py':
+    recipes = {
+        'ddnn_r34_cifar100.py': ['resnet18_cifar100', 'resnet34_cifar100'],
+        'ddnn_r50_cifar100.py':
         ['resnet26b_cifar100', 'resnet44b_cifar100', 'resnet50_cifar100'],
-            'ddnn_r34_imagenet.py': ['resnet18_imagenet', 'resnet34_imagenet'],
-            'ddnn_r50_imagenet.py':
+        'ddnn_r34_imagenet.py': ['resnet18_imagenet', 'resnet34_imagenet'],
+        'ddnn_r50_imagenet.py':
         ['resnet26b_imagenet', 'resnet44b_imagenet', 'resnet50_imagenet'],
-    }.items():
+    }
+    for ddnn, baselines in recipes.items():
         ref = Config.fromfile(osp.join(ROOT, 'configs', ddnn))
         for b in baselines:
             cfg = Config.fromfile(

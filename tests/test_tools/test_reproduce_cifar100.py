@@ -56,8 +56,8 @@ def test_rows_seeds_table_and_csv(tmp_path, capsys):
 
 def test_official_test_split(tmp_path):
     work, rows = run(tmp_path, 'test', ['ddnn_ekd'], ['0'])
-    assert [(r['row'], r['net']) for r in rows] == [('ddnn_ekd', 'full'),
-                                                     ('ddnn_ekd', 'sub0')]
+    assert [(r['row'], r['net']) for r in rows] == [
+        ('ddnn_ekd', 'full'), ('ddnn_ekd', 'sub0')]
     with open(osp.join(work, 'ddnn_ekd', 'seed0.py')) as f:
         assert "'split': 'test'" in f.read()
 

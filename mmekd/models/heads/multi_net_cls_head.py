@@ -84,10 +84,6 @@ class MultiNetClsHead(LinearClsHead):
         """The classification loss (``loss`` config) of one net's scores."""
         return self._get_loss(cls_score, data_samples)['loss']
 
-    def targets(self, data_samples: List[DataSample]) -> torch.Tensor:
-        """Hard labels ``(N,)`` of a batch."""
-        return torch.cat([i.gt_label for i in data_samples])
-
     def predict_scores(
             self,
             cls_score: torch.Tensor,
