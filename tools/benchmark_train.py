@@ -394,9 +394,8 @@ def run_benchmark(args) -> dict:
                       channels_last=args.channels_last)
         flops = entries[0].flops_per_img if entries else forward_flops(
             model, size, device)
-        entries.append(
-            Entry(f'ddnn[{mode}]', model, make_optim_wrapper(model, cfg,
-                                                            args), flops))
+        wrapper = make_optim_wrapper(model, cfg, args)
+        entries.append(Entry(f'ddnn[{mode}]', model, wrapper, flops))
     for net, model_cfg in separate_model_cfgs(cfg, entries[0].model).items():
         model = build(model_cfg)
         entries.append(
