@@ -39,3 +39,21 @@ def _randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
 def randomize_norms():
     """``randomize_norms(module, seed=0)``: see :func:`_randomize_norms`."""
     return _randomize_norms
+
+
+@pytest.fixture
+def tiny_ddnn_cfg() -> dict:
+    """Config of a tiny CIFAR-style DDNN: ResNet-18 with 4 base channels
+    containing ResNet-10 ``[1, 1, 1, 1]``, 3 classes, 32 features."""
+    return dict(
+        type='mmekd.DDNNClassifier',
+        backbone=dict(
+            type='mmekd.DepthDynamicResNetCIFAR',
+            depth=18,
+            stem_channels=4,
+            base_channels=4,
+            sub_depths=[[1, 1, 1, 1]],
+            out_indices=(0, 1, 2, 3)),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(
+            type='mmekd.MultiNetClsHead', num_classes=3, in_channels=32))

@@ -173,27 +173,6 @@ def test_config_and_validation():
         apply_safe_training_defaults(amp, on_nonfinite='skip')
 
 
-def _tiny_ddnn():
-    from mmekd.registry import MODELS
-    model = MODELS.build(
-        dict(
-            type='mmekd.DDNNClassifier',
-            backbone=dict(
-                type='mmekd.DepthDynamicResNetCIFAR',
-                depth=18,
-                stem_channels=4,
-                base_channels=4,
-                sub_depths=[[1, 1, 1, 1]],
-                out_indices=(0, 1, 2, 3)),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='mmekd.MultiNetClsHead', num_classes=3,
-                in_channels=32),
-            train_step_mode='memory_efficient'))
-    model.init_weights()
-    return model
-
-
 def _ddnn_batch(nan: bool):
     from mmpretrain.structures import DataSample
     g = torch.Generator().manual_seed(0)
@@ -206,10 +185,14 @@ def _ddnn_batch(nan: bool):
 
 
 @pytest.mark.parametrize('mode', ['stop', 'skip'])
-def test_memory_efficient_ddnn_step_is_guarded(mode, at_iteration):
+def test_memory_efficient_ddnn_step_is_guarded(mode, at_iteration,
+                                               tiny_ddnn_cfg):
     """DDNNClassifier's memory-efficient step back-propagates itself; a
     non-finite loss must still stop or skip without updating weights."""
-    model = _tiny_ddnn()
+    from mmekd.registry import MODELS
+    model = MODELS.build(
+        dict(tiny_ddnn_cfg, train_step_mode='memory_efficient'))
+    model.init_weights()
     wrapper = _wrapper(model, on_nonfinite=mode)
     model.train_step(_ddnn_batch(nan=False), wrapper)  # momentum state
     before = _snapshot(model, wrapper)

@@ -304,21 +304,10 @@ def test_invalid_config(kwargs, error, match):
             **kwargs)
 
 
-def test_silent_misconfigurations_are_refused():
+def test_silent_misconfigurations_are_refused(tiny_ddnn_cfg):
     """Fields that would otherwise be ignored or coerced give clear errors."""
     from mmekd.registry import MODELS as _MODELS
-    base = dict(
-        type='mmekd.DDNNClassifier',
-        backbone=dict(
-            type='mmekd.DepthDynamicResNetCIFAR',
-            depth=18,
-            stem_channels=4,
-            base_channels=4,
-            sub_depths=[[1, 1, 1, 1]],
-            out_indices=(0, 1, 2, 3)),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='mmekd.MultiNetClsHead', num_classes=3,
-                  in_channels=32))
+    base = tiny_ddnn_cfg
     with pytest.raises(ValueError, match='at_stages is empty'):
         _MODELS.build(dict(base, at_stages=()))
     _MODELS.build(dict(base, at_stages=(), at_loss=None))  # explicit: fine
