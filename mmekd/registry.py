@@ -5,6 +5,7 @@ Configs keep ``default_scope = 'mmpretrain'`` and refer to our components as
 ``type='mmekd.<Name>'``. MMEngine then imports :mod:`mmekd.registry` from the
 prefix alone and, through ``locations``, the module that registers ``Name``.
 """
+from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import Registry
 from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
 from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
@@ -16,7 +17,7 @@ from mmpretrain.registry import TRANSFORMS as MMPRETRAIN_TRANSFORMS
 
 __all__ = [
     'MODELS', 'HOOKS', 'LOOPS', 'METRICS', 'DATASETS', 'TRANSFORMS',
-    'OPTIM_WRAPPERS'
+    'OPTIM_WRAPPERS', 'FUNCTIONS'
 ]
 
 MODELS = Registry(
@@ -40,3 +41,6 @@ TRANSFORMS = Registry(
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper', parent=MMPRETRAIN_OPTIM_WRAPPERS, scope='mmekd',
     locations=['mmekd.engine'])
+FUNCTIONS = Registry(
+    'function', parent=MMENGINE_FUNCTIONS, scope='mmekd',
+    locations=['mmekd.datasets'])

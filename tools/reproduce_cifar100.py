@@ -19,6 +19,12 @@ Example::
 
 writes ``<work-dir>/results.csv`` (one line per row, net and seed) and
 ``<work-dir>/summary.md`` (mean ± std over seeds), and prints the summary.
+
+On a GPU, ``--fast-data`` serves the training batches from memory and
+augments them on the device (``mmekd.InMemoryBatchDataset`` +
+``mmekd.GPUAugmentPreprocessor``: same crop + flip recipe, no CPU workers),
+and ``--jobs N`` trains N runs at once (small CIFAR nets leave a large GPU
+mostly idle).
 """
 import argparse
 import csv
@@ -28,6 +34,8 @@ import os.path as osp
 import statistics
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -79,7 +87,9 @@ BOTTLENECK_ROWS = {
         'sub1': 'ResNet-44b'
     }),
 }
-HEADLINE_ROWS = ('resnet18', 'resnet34', 'ddnn_ekd')
+# The rows of the claim; --ablation-seeds gives the others fewer seeds.
+HEADLINE_ROWS = ('resnet18', 'resnet34', 'ddnn_ekd', 'resnet26b', 'resnet44b',
+                 'resnet50', 'ddnn_b_ekd')
 
 
 def parse_args(argv=None):
@@ -110,6 +120,12 @@ def parse_args(argv=None):
         help='step: lr x0.2 at 30/60/80%% of the epochs; cosine: annealing')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument(
+        '--ablation-seeds',
+        type=int,
+        nargs='+',
+        help=f'seeds of the rows outside the claim (default: --seeds); the '
+        f'claim rows {list(HEADLINE_ROWS)} always use --seeds')
+    parser.add_argument(
         '--rows',
         nargs='+',
         default=list(BASIC_ROWS),
@@ -126,6 +142,17 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help='train on at most this many images per class (smoke runs)')
+    parser.add_argument(
+        '--fast-data',
+        action='store_true',
+        help='training batches from memory (mmekd.InMemoryBatchDataset, '
+        'no workers) with pad + crop + flip on the device '
+        '(mmekd.GPUAugmentPreprocessor)')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=1,
+        help='runs trained at the same time (default 1)')
     parser.add_argument('--work-dir', default='work_dirs/reproduce_cifar100')
     parser.add_argument(
         '--amp', action='store_true', help='mixed precision (GPU)')
@@ -148,6 +175,8 @@ def parse_args(argv=None):
         parser.error(f'unknown rows {unknown}; known: {list(known)}')
     if args.epochs < 1:
         parser.error('--epochs must be >= 1')
+    if args.jobs < 1:
+        parser.error('--jobs must be >= 1')
     folder = osp.join(args.data_root, 'cifar-100-python')
     needed = ['train', 'meta'] + (['test'] if args.split == 'test' else [])
     missing = [f for f in needed if not osp.isfile(osp.join(folder, f))]
@@ -182,18 +211,37 @@ def row_config(args, row: str, seed: int) -> str:
     workers = dict(
         num_workers=args.num_workers,
         persistent_workers=args.num_workers > 0)
+    train_loader = dict(
+        batch_size=args.batch_size, dataset=train_set, **workers)
+    if args.fast_data:
+        # Same recipe (pad 4 + random crop 32 + horizontal flip), done on
+        # the device for the whole batch; batches gathered in memory.
+        train_loader = dict(
+            batch_size=args.batch_size,
+            num_workers=0,
+            persistent_workers=False,
+            collate_fn=dict(type='mmekd.batch_collate'),
+            dataset=dict(
+                _delete_=True,
+                type='mmekd.InMemoryBatchDataset',
+                dataset=dict(
+                    type='mmekd.CIFAR100',
+                    pipeline=[dict(type='PackInputs')],
+                    **train_set)))
     cfg = {
         'train_cfg': dict(max_epochs=e, val_interval=e),
         'param_scheduler': dict(_delete_=True, **scheduler),
         'randomness': dict(seed=seed, deterministic=False),
-        'train_dataloader': dict(
-            batch_size=args.batch_size, dataset=train_set, **workers),
+        'train_dataloader': train_loader,
         'val_dataloader': dict(dataset=val_set, **workers),
         'test_dataloader': dict(dataset=val_set, **workers),
         'default_hooks': dict(
             checkpoint=dict(interval=e, max_keep_ckpts=1, save_best=None),
             logger=dict(interval=50)),
     }
+    if args.fast_data:
+        cfg['data_preprocessor'] = dict(
+            type='mmekd.GPUAugmentPreprocessor', padding=4, flip_prob=0.5)
     if model_overrides:
         cfg['model'] = model_overrides
     lines = [
@@ -226,9 +274,14 @@ def train_and_test(args, row: str, seed: int) -> Dict[str, float]:
     work_dir = osp.splitext(config)[0]
     os.makedirs(work_dir, exist_ok=True)
     metrics_file = osp.join(work_dir, 'metrics.json')
+    timing_file = osp.join(work_dir, 'timing.json')
     if args.skip_existing and osp.isfile(metrics_file):
         with open(metrics_file) as f:
-            return json.load(f)
+            metrics = json.load(f)
+        if osp.isfile(timing_file):
+            with open(timing_file) as f:
+                metrics.update(json.load(f))
+        return metrics
     train = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
              '--work-dir', work_dir]
     if args.amp:
@@ -237,7 +290,9 @@ def train_and_test(args, row: str, seed: int) -> Dict[str, float]:
         train += ['--cfg-options'] + list(args.cfg_options)
     print(f'[{row} seed {seed}] training ({args.epochs} epochs)...',
           flush=True)
+    start = time.perf_counter()
     run(train, osp.join(work_dir, 'train_stdout.log'))
+    timing = dict(train_s=round(time.perf_counter() - start, 1))
     ckpt = osp.join(work_dir, f'epoch_{args.epochs}.pth')
     test = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt,
             '--work-dir', work_dir, '--out', metrics_file,
@@ -245,8 +300,12 @@ def train_and_test(args, row: str, seed: int) -> Dict[str, float]:
     if args.cfg_options:
         test += ['--cfg-options'] + list(args.cfg_options)
     run(test, osp.join(work_dir, 'test_stdout.log'))
+    with open(timing_file, 'w') as f:
+        json.dump(timing, f)
+    print(f'[{row} seed {seed}] done in {timing["train_s"]:.0f} s',
+          flush=True)
     with open(metrics_file) as f:
-        return json.load(f)
+        return dict(json.load(f), **timing)
 
 
 def net_metrics(metrics: Dict[str, float], net: str) -> Dict[str, float]:
@@ -302,27 +361,53 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     records = []
     known = {**BASIC_ROWS, **BOTTLENECK_ROWS}
-    for row in args.rows:
-        for seed in args.seeds:
-            metrics = train_and_test(args, row, seed)
-            for net, arch in known[row][2].items():
-                records.append(
-                    dict(row=row, net=net, arch=arch, seed=seed,
-                         **net_metrics(metrics, net)))
+    runs = [(row, seed) for row in args.rows
+            for seed in (args.seeds if row in HEADLINE_ROWS
+                         or args.ablation_seeds is None else
+                         args.ablation_seeds)]
+
+    def one(run_key):
+        row, seed = run_key
+        try:
+            return train_and_test(args, row, seed)
+        except SystemExit as e:  # a failed command: report, go on
+            print(f'[{row} seed {seed}] FAILED: {e}', flush=True)
+            return None
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(one, runs))
+    failed = [r for r, m in zip(runs, results) if m is None]
+    for (row, seed), metrics in zip(runs, results):
+        if metrics is None:
+            continue
+        for net, arch in known[row][2].items():
+            records.append(
+                dict(row=row, net=net, arch=arch, seed=seed,
+                     **net_metrics(metrics, net),
+                     train_s=metrics.get('train_s', float('nan'))))
     csv_path = osp.join(args.work_dir, 'results.csv')
     with open(csv_path, 'w', newline='') as f:
         writer = csv.DictWriter(
-            f, fieldnames=['row', 'net', 'arch', 'seed', 'top1', 'top5'])
+            f,
+            fieldnames=['row', 'net', 'arch', 'seed', 'top1', 'top5',
+                        'train_s'])
         writer.writeheader()
         writer.writerows(records)
     summary = summarise(records)
     header = (f'CIFAR-100, split={args.split}, {args.epochs} epochs, '
               f'{args.schedule} schedule, batch {args.batch_size}, seeds '
-              f'{args.seeds}\n\n')
+              f'{args.seeds}'
+              + (f' (ablation rows {args.ablation_seeds})'
+                 if args.ablation_seeds else '') +
+              f', {"fast data" if args.fast_data else "stock"} '
+              f'pipeline\n\n')
     with open(osp.join(args.work_dir, 'summary.md'), 'w') as f:
         f.write(header + summary + '\n')
     print('\n' + header + summary)
     print(f'\nresults: {csv_path}')
+    if failed:
+        raise SystemExit(f'{len(failed)} run(s) failed: {failed}; see '
+                         f'their logs under {args.work_dir}')
 
 
 if __name__ == '__main__':

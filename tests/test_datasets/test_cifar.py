@@ -100,3 +100,77 @@ def test_digits_embedded_dataset():
     assert set(labels) == set(range(10))
     with pytest.raises(ValueError, match='split'):
         DATASETS.build(dict(type='mmekd.Digits', split='test'))
+
+
+def test_in_memory_batches_equal_the_stock_pipeline(tmp_path):
+    import torch
+    from mmengine.dataset import default_collate
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    root = write_fake_cifar100(str(tmp_path), per_class=3)
+    packed = dict(type='mmekd.CIFAR100', data_root=root, val_per_class=1,
+                  subset='train', pipeline=[dict(type='PackInputs')])
+    stock = DATASETS.build(packed)
+    fast = DATASETS.build(dict(type='mmekd.InMemoryBatchDataset',
+                               dataset=packed))
+    assert len(fast) == len(stock) == 200
+    assert fast.metainfo['classes'] == stock.metainfo['classes']
+    indices = [5, 0, 199, 17]
+    expected = default_collate([stock[i] for i in indices])
+    batch = fast.__getitems__(indices)
+    assert batch['inputs'].dtype == torch.uint8
+    assert torch.equal(batch['inputs'], expected['inputs'])
+    assert [int(s.gt_label) for s in batch['data_samples']] == [
+        int(s.gt_label) for s in expected['data_samples']]
+    single = fast[17]
+    assert torch.equal(single['inputs'], stock[17]['inputs'])
+
+    # Through MMEngine's dataloader builder (as the Runner, in the default
+    # scope of our configs): every image once per epoch, whole batches.
+    init_default_scope('mmpretrain')
+    loader = Runner.build_dataloader(
+        dict(batch_size=64, num_workers=0,
+             sampler=dict(type='DefaultSampler', shuffle=True),
+             collate_fn=dict(type='mmekd.batch_collate'),
+             dataset=dict(type='mmekd.InMemoryBatchDataset',
+                          dataset=packed)), seed=0)
+    seen = []
+    for batch in loader:
+        assert batch['inputs'].shape[1:] == (3, 32, 32)
+        assert len(batch['data_samples']) == len(batch['inputs'])
+        # The batch path (``__getitems__``), not one sample at a time.
+        assert any(batch['data_samples'][0] is s
+                   for s in loader.dataset._data_samples)
+        seen += [int(x) for x in batch['inputs'][:, 0, 0, 0]]
+        labels = torch.cat([s.gt_label for s in batch['data_samples']])
+        # Image i of class c holds (c + i) % 256, train keeps i in 0..1.
+        assert all(int(v) - int(c) in (0, 1)
+                   for v, c in zip(batch['inputs'][:, 0, 0, 0], labels))
+    assert len(seen) == 200
+
+
+def test_in_memory_batches_reject_cpu_augmentation(tmp_path):
+    root = write_fake_cifar100(str(tmp_path), per_class=2)
+    with pytest.raises(ValueError, match='RandomCrop'):
+        DATASETS.build(dict(
+            type='mmekd.InMemoryBatchDataset',
+            dataset=dict(type='mmekd.CIFAR100', data_root=root,
+                         pipeline=[dict(type='RandomCrop', crop_size=32,
+                                        padding=4),
+                                   dict(type='PackInputs')])))
+
+
+def test_batch_collate_stacks_single_samples():
+    import torch
+    from mmpretrain.structures import DataSample
+
+    from mmekd.datasets import batch_collate
+    samples = [dict(inputs=torch.full((3, 2, 2), i, dtype=torch.uint8),
+                    data_samples=DataSample().set_gt_label(i))
+               for i in range(3)]
+    batch = batch_collate(samples)
+    assert batch['inputs'].shape == (3, 3, 2, 2)
+    assert batch_collate(batch) is batch
+    with pytest.raises(ValueError, match='empty'):
+        batch_collate([])

@@ -6,6 +6,7 @@ import os.path as osp
 import sys
 
 import pytest
+from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_datasets'))
@@ -22,13 +23,14 @@ TINY = [
 ]
 
 
-def run(tmp_path, split, rows, seeds):
+def run(tmp_path, split, rows, seeds, extra=()):
     root = write_fake_cifar100(str(tmp_path / 'data'), per_class=3)
     work = str(tmp_path / 'work')
     reproduce.main([
         '--data-root', root, '--split', split, '--epochs', '1', '--seeds',
         *seeds, '--rows', *rows, '--batch-size', '32', '--num-workers', '0',
-        '--val-per-class', '1', '--work-dir', work, '--cfg-options', *TINY
+        '--val-per-class', '1', '--work-dir', work, *extra, '--cfg-options',
+        *TINY
     ])
     with open(osp.join(work, 'results.csv')) as f:
         return work, list(csv.DictReader(f))
@@ -62,6 +64,54 @@ def test_official_test_split(tmp_path):
         assert "'split': 'test'" in f.read()
 
 
+def test_fast_data_and_parallel_jobs(tmp_path, capsys):
+    work, rows = run(tmp_path, 'val', ['resnet18', 'ddnn'], ['0', '1'],
+                     extra=['--fast-data', '--jobs', '2', '--ablation-seeds',
+                            '1'])
+    # resnet18 (a claim row) with every seed, the ablation row with seed 1.
+    assert sorted((r['row'], r['net'], r['seed']) for r in rows) == [
+        ('ddnn', 'full', '1'), ('ddnn', 'sub0', '1'),
+        ('resnet18', 'alone', '0'), ('resnet18', 'alone', '1')]
+    assert all(float(r['train_s']) > 0 for r in rows)
+    assert 'fast data pipeline' in capsys.readouterr().out
+    for row in ('resnet18', 'ddnn'):
+        with open(osp.join(work, row, 'seed1.py')) as f:
+            text = f.read()
+        assert "'type': 'mmekd.InMemoryBatchDataset'" in text
+        assert "'type': 'mmekd.GPUAugmentPreprocessor'" in text
+        assert "'pipeline': [{'type': 'PackInputs'}]" in text
+        # The runner's merged config: the stock CPU augmentation is gone.
+        merged = Config.fromfile(osp.join(work, row, 'seed1', 'seed1.py'))
+        assert 'RandomCrop' not in str(merged.train_dataloader)
+        assert merged.train_dataloader.num_workers == 0
+
+
+def test_a_failed_run_is_reported_after_the_others(tmp_path, capsys,
+                                                   monkeypatch):
+    root = write_fake_cifar100(str(tmp_path / 'data'), per_class=3)
+    work = str(tmp_path / 'work')
+    real = reproduce.train_and_test
+
+    def fail_ddnn(args, row, seed):
+        if row == 'ddnn':
+            raise SystemExit('command failed (1): train.py ...')
+        return real(args, row, seed)
+
+    monkeypatch.setattr(reproduce, 'train_and_test', fail_ddnn)
+    with pytest.raises(SystemExit, match='1 run\\(s\\) failed'):
+        reproduce.main([
+            '--data-root', root, '--epochs', '1', '--seeds', '0', '--rows',
+            'resnet18', 'ddnn', '--batch-size', '32', '--num-workers', '0',
+            '--val-per-class', '1', '--work-dir', work, '--jobs', '2',
+            '--cfg-options', *TINY
+        ])
+    out = capsys.readouterr().out
+    assert '[ddnn seed 0] FAILED' in out
+    # The run that worked is still in the table.
+    with open(osp.join(work, 'results.csv')) as f:
+        assert [r['row'] for r in csv.DictReader(f)] == ['resnet18']
+
+
 def test_bad_arguments(tmp_path):
     root = write_fake_cifar100(str(tmp_path / 'data'), test=False)
     with pytest.raises(SystemExit):
@@ -70,3 +120,5 @@ def test_bad_arguments(tmp_path):
         reproduce.main(['--data-root', root, '--split', 'test'])
     with pytest.raises(SystemExit):
         reproduce.main(['--data-root', str(tmp_path / 'nothing')])
+    with pytest.raises(SystemExit):
+        reproduce.main(['--data-root', root, '--jobs', '0'])
