@@ -5,7 +5,8 @@ import mmengine
 import mmpretrain
 from mmengine.utils import digit_version
 
-from .utils import register_safe_checkpoint_loader
+from .utils import (register_dynamo_safe_version_checks,
+                    register_safe_checkpoint_loader)
 from .version import __version__, version_info
 
 _mmengine_version = digit_version(mmengine.__version__)
@@ -19,5 +20,8 @@ assert digit_version('1.2.0') <= _mmpretrain_version < digit_version(
 
 # torch >= 2.6 + mmengine 0.10: load mmengine checkpoints safely.
 register_safe_checkpoint_loader()
+# torch.compile (torch 2.11 + packaging >= 26): keep Dynamo out of mmengine's
+# ``digit_version`` calls in autocast / AmpOptimWrapper / model forward.
+register_dynamo_safe_version_checks()
 
 __all__ = ['__version__', 'version_info']

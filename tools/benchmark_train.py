@@ -28,6 +28,7 @@ Example::
 """
 import argparse
 import copy
+import gc
 import json
 import statistics
 import time
@@ -194,12 +195,53 @@ class SavedTensorMeter:
         return False
 
 
+class LiveMemoryMeter:
+    """Peak bytes of CPU memory that tensors allocated inside the ``with``
+    block hold at once (the profiler's allocation events, allocations minus
+    frees in time order; frees of blocks allocated before are not seen),
+    and the bytes they still hold at its end (leaks and reference cycles
+    show there). Unlike :class:`SavedTensorMeter` it sees every tensor:
+    gradients, temporaries, outputs kept by reference. Python's cyclic
+    garbage collector is off inside (collected first), so memory that only
+    it would free counts, as between its runs in training. CPU only.
+    """
+
+    def __enter__(self):
+        from torch.profiler import ProfilerActivity, profile
+        gc.collect()
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
+        self._prof = profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True)
+        self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._prof.__exit__(*exc)
+        if self._gc_was_enabled:
+            gc.enable()
+        events = sorted(
+            (e for e in self._prof.profiler.kineto_results.events()
+             if e.name() == '[memory]'
+             and e.device_type() == torch.autograd.DeviceType.CPU),
+            key=lambda e: e.start_ns())
+        live = self.peak = 0
+        for e in events:
+            live += e.nbytes()
+            self.peak = max(self.peak, live)
+        self.end = live
+        self.num_events = len(events)
+        return False
+
+
 def static_bytes(model: nn.Module, optim_wrapper: OptimWrapper) -> int:
-    """Parameters, buffers, gradients and optimizer state of ``model``."""
+    """Parameters, buffers, optimizer state and the gradients that exist now
+    (``zero_grad`` frees them between steps: those a step allocates are in
+    its measured peak, and must not be counted twice)."""
     total = sum(t.numel() * t.element_size()
                 for t in list(model.parameters()) + list(model.buffers()))
-    total += sum(p.numel() * p.element_size() for p in model.parameters()
-                 if p.requires_grad)
+    total += sum(p.grad.numel() * p.grad.element_size()
+                 for p in model.parameters() if p.grad is not None)
     for state in optim_wrapper.optimizer.state.values():
         for v in state.values():
             if torch.is_tensor(v):
@@ -358,6 +400,7 @@ class Entry:
         self.times: List[float] = []
         self.cuda_peak: Optional[int] = None
         self.saved_peak: Optional[int] = None
+        self.live_peak: Optional[int] = None
 
     def step(self, data):
         return self.model.train_step(data, self.wrapper)
@@ -415,11 +458,19 @@ def run_benchmark(args) -> dict:
         with SavedTensorMeter(e.model) as meter:
             e.step(data)
         e.saved_peak = meter.peak
+    if not on_gpu:  # every tensor alive, over 3 steps (CUDA: peak MB)
+        for e in entries:
+            static = static_bytes(e.model, e.wrapper)
+            with LiveMemoryMeter() as live:
+                for _ in range(3):
+                    e.step(data)
+            e.live_peak = live.peak + static
     for _ in range(args.repeats):  # interleaved repetitions
         for e in entries:
             if on_gpu:
                 _sync(device)
                 base = torch.cuda.memory_allocated(device)
+                static = static_bytes(e.model, e.wrapper)
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
             start = time.perf_counter()
@@ -429,7 +480,7 @@ def run_benchmark(args) -> dict:
             e.times.append((time.perf_counter() - start) / args.steps)
             if on_gpu:
                 peak = torch.cuda.max_memory_allocated(device) - base
-                peak += static_bytes(e.model, e.wrapper)
+                peak += static
                 e.cuda_peak = max(e.cuda_peak or 0, peak)
 
     peak_tflops = args.peak_tflops
@@ -450,6 +501,7 @@ def run_benchmark(args) -> dict:
             tflop_per_s=tflops,
             peak_share=tflops / peak_tflops if peak_tflops else None,
             saved_activations_mb=e.saved_peak / 2**20,
+            cpu_live_mb=e.live_peak / 2**20 if e.live_peak else None,
             cuda_peak_mb=e.cuda_peak / 2**20 if e.cuda_peak else None)
     alone = [e for e in entries if e.name.endswith(' alone')]
     sum_alone = sum(rows[e.name]['step_ms'] for e in alone)
@@ -462,6 +514,8 @@ def run_benchmark(args) -> dict:
             r['saved_activations_mb'] / full['saved_activations_mb'])
         summary[f'cuda_peak_ratio_{mode}'] = (
             r['cuda_peak_mb'] / full['cuda_peak_mb'] if on_gpu else None)
+        summary[f'cpu_live_ratio_{mode}'] = (
+            None if on_gpu else r['cpu_live_mb'] / full['cpu_live_mb'])
     return dict(
         config=args.config,
         device=device_name,
@@ -489,7 +543,8 @@ def print_results(res: dict) -> None:
           f"{res['compile']} | {res['repeats']} x {res['steps']} steps "
           f"(median), warmup {res['warmup']}")
     header = (f"{'model':<26}{'step ms':>10}{'img/s':>10}{'GFLOP/img':>11}"
-              f"{'TFLOP/s':>9}{'of bf16':>9}{'saved MB':>10}{'peak MB':>10}")
+              f"{'TFLOP/s':>9}{'of bf16':>9}{'saved MB':>10}{'peak MB':>10}"
+              f"{'live MB':>10}")
     print(header)
     print('-' * len(header))
     for name, r in res['rows'].items():
@@ -497,10 +552,12 @@ def print_results(res: dict) -> None:
               f"{r['train_gflop_per_img']:>11.3f}{r['tflop_per_s']:>9.4f}"
               f"{_fmt(r['peak_share'], '.1%'):>9}"
               f"{r['saved_activations_mb']:>10.2f}"
-              f"{_fmt(r['cuda_peak_mb'], '.1f'):>10}")
+              f"{_fmt(r['cuda_peak_mb'], '.1f'):>10}"
+              f"{_fmt(r['cpu_live_mb'], '.1f'):>10}")
     print('(saved MB: peak bytes saved for backward; peak MB: CUDA peak '
-          'allocated during the step + parameters, gradients, optimizer '
-          'state; n/a off CUDA)')
+          'allocated during the step + parameters, optimizer state; live '
+          'MB: the same for CPU tensors, over 3 steps with the cyclic GC '
+          'off; n/a where not measured)')
     for key, v in res['summary'].items():
         print(f'{key}: {_fmt(v, ".3f")}')
 

@@ -28,7 +28,7 @@ def metafile_models():
 
 def test_metafile_is_consistent():
     models, root = metafile_models()
-    assert len(models) == 13
+    assert len(models) == 15
     for m in models:
         cfg_path = osp.join(root, m['Config'])
         assert osp.isfile(cfg_path), m['Config']
@@ -55,7 +55,7 @@ def test_get_model_by_name(tmp_path):
     register_model_zoo()
     register_model_zoo()  # idempotent
     names = mmpretrain.list_models('ddnn-ekd*')
-    assert DIGITS in names and len(names) == 13
+    assert DIGITS in names and len(names) == 15
     assert 'resnet18_8xb16_cifar10' in mmpretrain.list_models('resnet18*')
 
     index, root = model_index_path()

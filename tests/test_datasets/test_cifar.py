@@ -174,3 +174,38 @@ def test_batch_collate_stacks_single_samples():
     assert batch_collate(batch) is batch
     with pytest.raises(ValueError, match='empty'):
         batch_collate([])
+
+
+class _Images:
+    """A minimal dataset of given images (no pipeline)."""
+    metainfo = dict(classes=('a', 'b'))
+
+    def __init__(self, imgs):
+        self.imgs = imgs
+
+    def __len__(self):
+        return len(self.imgs)
+
+    def get_data_info(self, i):
+        return dict(img=self.imgs[i], gt_label=i % 2)
+
+
+@pytest.mark.parametrize('imgs, message', [
+    ([], 'empty'),
+    ([np.zeros((4, 4, 3), np.uint8),
+      np.zeros((5, 4, 3), np.uint8)], 'one shape'),
+    ([np.zeros((4, 4, 3), np.float32)] * 2, 'uint8'),
+])
+def test_in_memory_batches_reject_bad_images(imgs, message):
+    from mmekd.datasets import InMemoryBatchDataset
+    with pytest.raises(ValueError, match=message):
+        InMemoryBatchDataset(_Images(imgs))
+
+
+def test_in_memory_batches_grey_images():
+    from mmekd.datasets import InMemoryBatchDataset
+    ds = InMemoryBatchDataset(_Images([np.full((4, 4), i, np.uint8)
+                                       for i in range(3)]))
+    batch = ds.__getitems__([2, 0])
+    assert batch['inputs'].shape == (2, 1, 4, 4)
+    assert batch['inputs'][:, 0, 0, 0].tolist() == [2, 0]

@@ -63,6 +63,10 @@ def test_benchmark_cpu(capsys, tmp_path):
     assert summary['cuda_peak_ratio_memory_efficient'] is None
     assert summary['saved_activations_ratio_memory_efficient'] < \
         summary['saved_activations_ratio_simple']
+    # every live CPU tensor: the memory-efficient step holds less than
+    # the simple one (it frees each net's graph before the next forward)
+    assert summary['cpu_live_ratio_memory_efficient'] < \
+        summary['cpu_live_ratio_simple']
     # the teacher is the largest net: its graph is the peak
     assert summary['saved_activations_ratio_memory_efficient'] == \
         pytest.approx(1.0, abs=0.05)
@@ -102,3 +106,20 @@ def test_separate_models_use_plain_resnets():
     assert cfgs['sub1']['backbone']['type'] == 'mmekd.DepthDynamicResNetCIFAR'
     assert cfgs['sub1']['backbone']['stage_blocks'] == (1, 1, 1, 1)
     assert tool.input_size_from_cfg(cfg) == 16
+
+
+def test_static_bytes_counts_existing_gradients_only():
+    """The CUDA peak adds static bytes to the step's own allocations, which
+    already hold the gradients the step makes: count only existing ones."""
+    from mmengine.optim import OptimWrapper
+    tool = _tool()
+    model = torch.nn.Linear(10, 4)  # 44 float32 parameters
+    wrapper = OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    assert tool.static_bytes(model, wrapper) == 44 * 4
+    wrapper.update_params(model(torch.randn(3, 10)).sum())
+    # Momentum buffers now exist; zero_grad freed the gradients.
+    assert all(p.grad is None for p in model.parameters())
+    assert tool.static_bytes(model, wrapper) == 2 * 44 * 4
+    model(torch.randn(3, 10)).sum().backward()
+    assert tool.static_bytes(model, wrapper) == 3 * 44 * 4

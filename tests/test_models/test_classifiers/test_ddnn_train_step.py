@@ -3,6 +3,7 @@
 step (one backward of the summed losses): losses, gradients, parameters and
 BatchNorm statistics, in float64."""
 import copy
+import gc
 import importlib.util
 import os.path as osp
 
@@ -215,6 +216,106 @@ def test_memory_efficient_keeps_fewer_activations():
             m.train_step(_data(n=8, size=16), wrapper)
         peaks[mode] = meter.peak
     assert peaks['memory_efficient'] < 0.8 * peaks['simple'], peaks
+
+
+def _live_cpu_bytes(fn):
+    """``(peak, end)``: the most CPU memory that tensors allocated while
+    ``fn()`` runs hold at once, and what they still hold when it returns
+    (allocations minus frees, from the profiler's allocation events; frees
+    of blocks allocated before are not seen)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events()
+         if e.name() == '[memory]'
+         and e.device_type() == torch.autograd.DeviceType.CPU),
+        key=lambda e: e.start_ns())
+    if not events:
+        pytest.skip('the profiler recorded no CPU allocations')
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak, live
+
+
+class _CyclicGCOff:
+    """Python's cyclic garbage collector off (collected first): only
+    reference counting frees objects, as between its runs in training."""
+
+    def __enter__(self):
+        gc.collect()
+        self.enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            gc.enable()
+
+
+@pytest.mark.parametrize('mode', ['memory_efficient', 'simple'])
+@pytest.mark.parametrize('kwargs', [
+    dict(),
+    dict(sub_depths=((3, 3, 2, 1), (3, 2, 1, 1))),
+    dict(private_norm=True),
+])
+def test_step_leaves_no_reference_cycle(mode, kwargs):
+    """Nothing of a step waits for the cyclic garbage collector: a cycle
+    through the step's closures kept every net's stage outputs alive for
+    steps, hundreds of MB on a GPU."""
+    model = _model(**kwargs).float()
+    model.train_step_mode = mode
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    data = _data(n=8, size=16)
+    model.train_step(data, wrapper)
+    debug, n_garbage = gc.get_debug(), len(gc.garbage)
+    with _CyclicGCOff():
+        model.train_step(data, wrapper)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            cyclic = gc.garbage[n_garbage:]
+            tensors = [o for o in cyclic if torch.is_tensor(o)]
+            del gc.garbage[n_garbage:]
+        finally:
+            gc.set_debug(debug)
+    assert not tensors, (
+        f'{len(tensors)} tensors ({sum(t.numel() for t in tensors)} '
+        'elements) in reference cycles after the step')
+
+
+def test_memory_efficient_live_memory():
+    """Live CPU tensor memory (not only what autograd saves): the
+    memory-efficient step peaks below the simple step and near the full net
+    trained alone, frees what it allocated, and does not grow over steps."""
+    model = _model().float()
+    full_only = _model(sub_depths=()).float()
+    peaks, ends = {}, {}
+    for name, base, mode in [('simple', model, 'simple'),
+                             ('memory_efficient', model,
+                              'memory_efficient'),
+                             ('full', full_only, 'simple')]:
+        m = copy.deepcopy(base)
+        m.train_step_mode = mode
+        wrapper = OptimWrapper(
+            torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+        data = _data(n=8, size=16)
+        m.train_step(data, wrapper)  # momentum buffers exist from here on
+        with _CyclicGCOff():
+            peaks[name], _ = _live_cpu_bytes(
+                lambda: m.train_step(data, wrapper))
+            peaks[f'{name} x3'], ends[name] = _live_cpu_bytes(
+                lambda: [m.train_step(data, wrapper) for _ in range(3)])
+    got = peaks['memory_efficient']
+    # Measured: 1041 KB, full 966 KB, simple 1476 KB; with the cycle, 3
+    # steps peaked at 1410 KB and each step left 185 KB behind.
+    assert got < 0.8 * peaks['simple'], peaks
+    assert got < 1.15 * peaks['full'], peaks
+    for name in ('simple', 'memory_efficient', 'full'):
+        assert peaks[f'{name} x3'] <= 1.01 * peaks[name], (name, peaks)
+        assert ends[name] < 0.01 * peaks[name], (name, ends, peaks)
 
 
 def test_bad_train_step_mode():
