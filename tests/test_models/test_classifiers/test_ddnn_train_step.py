@@ -218,29 +218,6 @@ def test_memory_efficient_keeps_fewer_activations():
     assert peaks['memory_efficient'] < 0.8 * peaks['simple'], peaks
 
 
-def _live_cpu_bytes(fn):
-    """``(peak, end)``: the most CPU memory that tensors allocated while
-    ``fn()`` runs hold at once, and what they still hold when it returns
-    (allocations minus frees, from the profiler's allocation events; frees
-    of blocks allocated before are not seen)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events()
-         if e.name() == '[memory]'
-         and e.device_type() == torch.autograd.DeviceType.CPU),
-        key=lambda e: e.start_ns())
-    if not events:
-        pytest.skip('the profiler recorded no CPU allocations')
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak, live
-
-
 class _CyclicGCOff:
     """Python's cyclic garbage collector off (collected first): only
     reference counting frees objects, as between its runs in training."""
@@ -290,9 +267,18 @@ def test_memory_efficient_live_memory():
     """Live CPU tensor memory (not only what autograd saves): the
     memory-efficient step peaks below the simple step and near the full net
     trained alone, frees what it allocated, and does not grow over steps."""
+    LiveMemoryMeter = _load_tool('benchmark_train').LiveMemoryMeter
     model = _model().float()
     full_only = _model(sub_depths=()).float()
     peaks, ends = {}, {}
+
+    def live_bytes(fn):
+        with LiveMemoryMeter() as meter:
+            fn()
+        if not meter.num_events:
+            pytest.skip('the profiler recorded no CPU allocations')
+        return meter.peak, meter.end
+
     for name, base, mode in [('simple', model, 'simple'),
                              ('memory_efficient', model,
                               'memory_efficient'),
@@ -303,11 +289,9 @@ def test_memory_efficient_live_memory():
             torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
         data = _data(n=8, size=16)
         m.train_step(data, wrapper)  # momentum buffers exist from here on
-        with _CyclicGCOff():
-            peaks[name], _ = _live_cpu_bytes(
-                lambda: m.train_step(data, wrapper))
-            peaks[f'{name} x3'], ends[name] = _live_cpu_bytes(
-                lambda: [m.train_step(data, wrapper) for _ in range(3)])
+        peaks[name], _ = live_bytes(lambda: m.train_step(data, wrapper))
+        peaks[f'{name} x3'], ends[name] = live_bytes(
+            lambda: [m.train_step(data, wrapper) for _ in range(3)])
     got = peaks['memory_efficient']
     # Measured: 1041 KB, full 966 KB, simple 1476 KB; with the cycle, 3
     # steps peaked at 1410 KB and each step left 185 KB behind.
