@@ -86,6 +86,24 @@ def test_fast_data_and_parallel_jobs(tmp_path, capsys):
         assert merged.train_dataloader.num_workers == 0
 
 
+def test_bn_recalibrated_column(tmp_path, capsys):
+    work, rows = run(tmp_path, 'val', ['resnet18', 'ddnn_ekd'], ['0'],
+                     extra=['--recalibrate-bn', '2'])
+    recal = {r['net']: r['top1_recal'] for r in rows}
+    assert recal['alone'] == 'nan'  # a plain net has its own statistics
+    assert 0 <= float(recal['full']) <= 100
+    assert 0 <= float(recal['sub0']) <= 100
+    out = capsys.readouterr().out
+    assert 'top-1, BN re-estimated per net (%)' in out
+    assert 'Claim check, DDNN nets with BN re-estimated per net' in out
+    for net in ('full', 'sub0'):
+        log = osp.join(work, 'ddnn_ekd', 'seed0',
+                       f'test_recal_{net}_stdout.log')
+        with open(log) as f:
+            assert f'BatchNorm statistics of {net} recalibrated on 2' in \
+                f.read()
+
+
 def test_a_failed_run_is_reported_after_the_others(tmp_path, capsys,
                                                    monkeypatch):
     root = write_fake_cifar100(str(tmp_path / 'data'), per_class=3)
