@@ -6,6 +6,7 @@ Configs keep ``default_scope = 'mmpretrain'`` and refer to our components as
 prefix alone and, through ``locations``, the module that registers ``Name``.
 """
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import Registry
 from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
 from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
@@ -17,7 +18,7 @@ from mmpretrain.registry import TRANSFORMS as MMPRETRAIN_TRANSFORMS
 
 __all__ = [
     'MODELS', 'HOOKS', 'LOOPS', 'METRICS', 'DATASETS', 'TRANSFORMS',
-    'OPTIM_WRAPPERS', 'FUNCTIONS'
+    'OPTIM_WRAPPERS', 'FUNCTIONS', 'MODEL_WRAPPERS'
 ]
 
 MODELS = Registry(
@@ -41,6 +42,12 @@ TRANSFORMS = Registry(
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper', parent=MMPRETRAIN_OPTIM_WRAPPERS, scope='mmekd',
     locations=['mmekd.engine'])
+# Children of MMEngine's root registries (not MMPretrain's): the Runner looks
+# these up on the root (``FUNCTIONS.get`` for ``collate_fn``,
+# ``MODEL_WRAPPERS.get`` in ``wrap_model``), which finds direct children only.
 FUNCTIONS = Registry(
     'function', parent=MMENGINE_FUNCTIONS, scope='mmekd',
     locations=['mmekd.datasets'])
+MODEL_WRAPPERS = Registry(
+    'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmekd',
+    locations=['mmekd.models'])

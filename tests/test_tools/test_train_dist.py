@@ -63,9 +63,13 @@ def _finish(proc):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='tests the CPU path')
-def test_ddp_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize('mode', ['memory_efficient', 'simple'])
+def test_ddp_two_processes_match_one_process(tmp_path, mode):
+    """mmekd.DDNNDistributedDataParallel (the DDNN configs' wrapper): the
+    memory-efficient step (per-net backwards, one gradient all-reduce) and
+    MMEngine's simple step both equal one process on the whole batch."""
     cfg = tmp_path / 'cfg.py'
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG + f'model.update(train_step_mode={mode!r})\n')
     train = osp.join(REPO, 'tools', 'train.py')
     ddp, single = str(tmp_path / 'ddp'), str(tmp_path / 'single')
     procs = [
@@ -82,7 +86,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     ]
     out_ddp, _ = [_finish(p) for p in procs]
     assert 'Distributed training: True' in out_ddp
-    assert "type='MMDistributedDataParallel'" in out_ddp
+    assert "type='mmekd.DDNNDistributedDataParallel'" in out_ddp
 
     a = safe_load(osp.join(ddp, 'epoch_1.pth'))
     b = safe_load(osp.join(single, 'epoch_1.pth'))

@@ -29,3 +29,9 @@ model = dict(
     predict_net='full',
     eval_all_nets=True,
 )
+# Data-parallel training (tools/dist_train.sh): keep the memory-efficient
+# step under DDP (per-net backwards, then one gradient all-reduce).
+model_wrapper_cfg = dict(
+    type='mmekd.DDNNDistributedDataParallel',
+    broadcast_buffers=False,
+    find_unused_parameters=False)

@@ -298,16 +298,29 @@ class DDNNClassifier(ImageClassifier):
         if self.train_step_mode == 'simple':
             return super().train_step(data, optim_wrapper)
         log_vars = self.backward_step(data, optim_wrapper)
+        self.optimizer_step(log_vars, optim_wrapper)
+        return log_vars
+
+    @staticmethod
+    def optimizer_step(log_vars: Dict[str, torch.Tensor],
+                       optim_wrapper: OptimWrapper,
+                       before_update: Optional[Callable[[], None]] = None
+                       ) -> None:
+        """The end of the memory-efficient step, after
+        :meth:`backward_step`: check the loss, then (when the wrapper
+        updates, see ``accumulative_counts``) ``before_update()`` (a DDP
+        wrapper averages gradients there), step and zero the gradients."""
         # mmekd.SafeOptimWrapper: a non-finite loss stops training or skips
         # the step (its update_params, which does this otherwise, is not
         # used by a step that back-propagates several times).
         check = getattr(optim_wrapper, 'check_backpropagated', None)
         if check is not None and not check(log_vars['loss'], log_vars):
-            return log_vars
+            return
         if optim_wrapper.should_update():
+            if before_update is not None:
+                before_update()
             optim_wrapper.step()
             optim_wrapper.zero_grad()
-        return log_vars
 
     def backward_step(self, data: Union[dict, tuple, list],
                       optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:

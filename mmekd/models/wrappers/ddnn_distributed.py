@@ -1,0 +1,71 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Data-parallel training with the DDNN's memory-efficient step."""
+from typing import Dict, Union
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.model import MMDistributedDataParallel
+from mmengine.optim import OptimWrapper
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from mmekd.registry import MODEL_WRAPPERS
+
+
+@MODEL_WRAPPERS.register_module()
+class DDNNDistributedDataParallel(MMDistributedDataParallel):
+    """:class:`MMDistributedDataParallel` that keeps the memory-efficient
+    step of :class:`mmekd.DDNNClassifier` under DDP.
+
+    MMEngine's DDP ``train_step`` runs one forward of all nets and one
+    backward, so every net's activations are alive at once. Here, when the
+    wrapped model's ``train_step_mode`` is ``'memory_efficient'``:
+
+    1. ``module.backward_step`` runs the per-net forwards and backwards
+       outside DDP's forward, so the DDP reducer stays idle and gradients
+       accumulate locally, exactly as on one process;
+    2. the loss terms are averaged over processes (so a non-finite loss on
+       one process stops or skips the step on all of them, without a hang)
+       and checked as ``SafeOptimWrapper`` does;
+    3. when the optimizer wrapper updates, all gradients are averaged with
+       one all-reduce per dtype (flattened), then it steps.
+
+    Other models and ``train_step_mode='simple'`` use MMEngine's step.
+    BatchNorm statistics are per process (``broadcast_buffers=False``, as
+    MMEngine's default wrapper); every process must produce gradients for
+    the same parameters (a DDNN always does).
+    """
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        module = self.module
+        if getattr(module, 'train_step_mode', None) != 'memory_efficient':
+            return super().train_step(data, optim_wrapper)
+        log_vars = self._average(module.backward_step(data, optim_wrapper))
+        module.optimizer_step(
+            log_vars, optim_wrapper, before_update=self._average_gradients)
+        return log_vars
+
+    @staticmethod
+    def _average(log_vars: Dict[str, torch.Tensor]
+                 ) -> Dict[str, torch.Tensor]:
+        """The loss terms averaged over processes (one all-reduce)."""
+        keys = list(log_vars)
+        values = torch.stack([log_vars[k].detach().float() for k in keys])
+        torch_dist.all_reduce(values)
+        values /= torch_dist.get_world_size()
+        return {k: v for k, v in zip(keys, values.unbind())}
+
+    def _average_gradients(self) -> None:
+        """Average every parameter's gradient over processes."""
+        grads = [p.grad for p in self.module.parameters()
+                 if p.grad is not None]
+        world = torch_dist.get_world_size()
+        by_type = {}
+        for g in grads:
+            by_type.setdefault((g.dtype, g.device), []).append(g)
+        for group in by_type.values():
+            flat = _flatten_dense_tensors(group)
+            torch_dist.all_reduce(flat)
+            flat /= world
+            for g, synced in zip(group, _unflatten_dense_tensors(flat, group)):
+                g.copy_(synced)
