@@ -29,6 +29,7 @@ mostly idle).
 import argparse
 import csv
 import json
+import math
 import os
 import os.path as osp
 import statistics
@@ -280,14 +281,14 @@ def run(cmd: List[str], log_path: str) -> None:
 
 
 def test_run(args, config: str, ckpt: str, work_dir: str, out: str,
-             extra: List[str] = ()) -> Dict[str, float]:
-    """tools/test.py on ``ckpt``; the metrics it writes to ``out``."""
+             log: str, extra: List[str] = ()) -> Dict[str, float]:
+    """tools/test.py on ``ckpt`` (its output in ``log``); the metrics it
+    writes to ``out``."""
     test = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt,
             '--work-dir', work_dir, '--out', out, '--out-item', 'metrics',
             *extra]
     if args.cfg_options:
         test += ['--cfg-options'] + list(args.cfg_options)
-    log = osp.splitext(out)[0].replace('metrics', 'test') + '_stdout.log'
     run(test, log)
     with open(out) as f:
         return json.load(f)
@@ -309,6 +310,7 @@ def recalibrated_metrics(args, row: str, config: str, ckpt: str,
         else:
             result = test_run(
                 args, config, ckpt, work_dir, out,
+                osp.join(work_dir, f'test_recal_{net}_stdout.log'),
                 ['--net', net, '--recalibrate-bn', str(args.recalibrate_bn)])
         for k in ('top1', 'top5'):
             metrics[f'recal/{net}/{k}'] = result[f'{net}/{k}']
@@ -343,7 +345,8 @@ def train_and_test(args, row: str, seed: int) -> Dict[str, float]:
     start = time.perf_counter()
     run(train, osp.join(work_dir, 'train_stdout.log'))
     timing = dict(train_s=round(time.perf_counter() - start, 1))
-    metrics = test_run(args, config, ckpt, work_dir, metrics_file)
+    metrics = test_run(args, config, ckpt, work_dir, metrics_file,
+                       osp.join(work_dir, 'test_stdout.log'))
     metrics.update(recalibrated_metrics(args, row, config, ckpt, work_dir))
     with open(timing_file, 'w') as f:
         json.dump(timing, f)
@@ -366,12 +369,18 @@ def _mean(values: List[float]) -> float:
     return statistics.mean(values) if values else float('nan')
 
 
+def _recal(records: List[dict]) -> List[float]:
+    """The recalibrated top-1 of the records that have one."""
+    return [r['top1_recal'] for r in records
+            if not math.isnan(r['top1_recal'])]
+
+
 def summarise(records: List[dict]) -> str:
     """Markdown table, mean ± std over seeds, one line per row and net."""
     groups = {}
     for r in records:
         groups.setdefault((r['row'], r['net'], r['arch']), []).append(r)
-    recal = any(r['top1_recal'] == r['top1_recal'] for r in records)
+    recal = bool(_recal(records))
     lines = [
         '| row | net | architecture | top-1 (%) mean ± std | top-5 (%) | ' +
         ('top-1, BN re-estimated per net (%) | ' if recal else '') +
@@ -383,8 +392,7 @@ def summarise(records: List[dict]) -> str:
         std = statistics.stdev(t1) if len(t1) > 1 else 0.0
         extra = ''
         if recal:
-            t1r = [r['top1_recal'] for r in rs
-                   if r['top1_recal'] == r['top1_recal']]
+            t1r = _recal(rs)
             extra = f'{_mean(t1r):.2f} | ' if t1r else '– | '
         lines.append(f'| {row} | {net} | {arch} | '
                      f'{statistics.mean(t1):.2f} ± {std:.2f} | '
@@ -392,8 +400,7 @@ def summarise(records: List[dict]) -> str:
     # The claim: EKD sub-nets vs the same nets alone, EKD full vs alone.
     means = {(k[0], k[2]): _mean([r['top1'] for r in v])
              for k, v in groups.items()}
-    means_recal = {(k[0], k[2]): _mean([r['top1_recal'] for r in v
-                                        if r['top1_recal'] == r['top1_recal']])
+    means_recal = {(k[0], k[2]): _mean(_recal(v))
                    for k, v in groups.items()}
     checks, checks_recal = [], []
     for ekd_row, alone in (('ddnn_ekd', {'ResNet-18': 'resnet18',
@@ -408,7 +415,7 @@ def summarise(records: List[dict]) -> str:
             target = -0.3 if full else 1.0
             for table, out in ((means, checks), (means_recal, checks_recal)):
                 delta = table[(ekd_row, arch)] - means[(base_row, arch)]
-                if delta != delta:  # no recalibrated numbers
+                if math.isnan(delta):  # no recalibrated numbers
                     continue
                 ok = 'met' if delta >= target else 'NOT met'
                 out.append(f'- {arch}: {ekd_row} - alone = {delta:+.2f} '
