@@ -28,9 +28,9 @@ def _worker(rank, port, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
     torch.set_num_threads(1)
-    import mmekd  # noqa: F401
     from mmpretrain.structures import DataSample
 
+    import mmekd  # noqa: F401
     from mmekd.engine.optim import SafeOptimWrapper
     from mmekd.models import DDNNDistributedDataParallel
     from mmekd.registry import MODELS

@@ -1,20 +1,17 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """tools/benchmark_epoch.py: real epoch vs synthetic step, on CPU."""
-import importlib.util
 import json
 import os.path as osp
 import sys
 
 import pytest
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_datasets'))
 from test_cifar import write_fake_cifar100  # noqa: E402
 
-spec = importlib.util.spec_from_file_location(
-    'benchmark_epoch', osp.join(ROOT, 'tools', 'benchmark_epoch.py'))
-benchmark_epoch = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark_epoch)
+benchmark_epoch = load_tool('benchmark_epoch')
 
 
 def tiny_args(root):

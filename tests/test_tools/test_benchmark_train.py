@@ -1,23 +1,19 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """tools/benchmark_train.py runs end to end on CPU and prints parseable
 results (timings are not checked: they are not reproducible)."""
-import importlib.util
 import json
 import os.path as osp
 import re
 
 import pytest
 import torch
+from tool_loader import load_tool
 
 ROOT = osp.join(osp.dirname(__file__), '..', '..')
 
 
 def _tool():
-    path = osp.join(ROOT, 'tools', 'benchmark_train.py')
-    spec = importlib.util.spec_from_file_location('_benchmark_train', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('benchmark_train')
 
 
 @pytest.fixture(autouse=True)

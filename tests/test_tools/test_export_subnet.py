@@ -1,18 +1,18 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-import importlib.util
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+from tool_loader import REPO as ROOT
+from tool_loader import load_tool, tool_path
 from torch.testing import assert_close
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_apis'))
 from tiny_ddnn import tiny_model_files  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'export_subnet.py')
+TOOL = tool_path('export_subnet')
 
 # Stock MMPretrain, no mmekd: build the exported model, load the exported
 # checkpoint and save its logits on a fixed input.
@@ -26,17 +26,10 @@ assert not any(m == 'mmekd' or m.startswith('mmekd.') for m in sys.modules), \
 """
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('export_subnet', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def cli(monkeypatch, *args):
     """Run the tool's main() in this process (imports are slow under load)."""
     monkeypatch.setattr(sys, 'argv', [TOOL, *args])
-    load_tool().main()
+    load_tool('export_subnet').main()
 
 
 def run(*args):

@@ -1,5 +1,4 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-import importlib.util
 import os.path as osp
 import sys
 
@@ -7,21 +6,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tool_loader import load_tool, tool_path
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_apis'))
 from tiny_ddnn import tiny_model_files  # noqa: E402
 
 from mmekd.apis import onnx_logits  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'deploy', 'export_onnx.py')
+TOOL = tool_path('deploy/export_onnx')
 ATOL = 1e-4
 
 
 def run_tool(monkeypatch, *args):
-    spec = importlib.util.spec_from_file_location('export_onnx', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('deploy/export_onnx')
     monkeypatch.setattr(sys, 'argv', [TOOL, *args])
     tool.main()
 

@@ -1,21 +1,18 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """tools/reproduce_cifar100.py end to end on a tiny fake CIFAR-100."""
 import csv
-import importlib.util
 import os.path as osp
 import sys
 
 import pytest
 from mmengine.config import Config
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_datasets'))
 from test_cifar import write_fake_cifar100  # noqa: E402
 
-spec = importlib.util.spec_from_file_location(
-    'reproduce_cifar100', osp.join(ROOT, 'tools', 'reproduce_cifar100.py'))
-reproduce = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(reproduce)
+reproduce = load_tool('reproduce_cifar100')
 
 TINY = [
     'model.backbone.stem_channels=4', 'model.backbone.base_channels=4',

@@ -1,20 +1,19 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 import csv
-import importlib.util
 import json
 import os.path as osp
 import sys
 
 from mmengine.config import Config
 from mmpretrain.models import ImageClassifier
+from tool_loader import load_tool, tool_path
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_apis'))
 from tiny_ddnn import write_config  # noqa: E402
 
 from mmekd.apis import complexity, input_size, net_costs  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'subnet_costs.py')
+TOOL = tool_path('analysis/subnet_costs')
 
 
 def conv_flops(c_in, c_out, k, hw):
@@ -63,9 +62,7 @@ def test_subnet_costs_tool(tmp_path, monkeypatch, capsys):
         json.dump({'full/top1': 91.5, 'sub0/top1': 88.25, 'sub1/top1': 80.0},
                   f)
     out = osp.join(tmp_path, 'out')
-    spec = importlib.util.spec_from_file_location('subnet_costs', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('analysis/subnet_costs')
     monkeypatch.setattr(sys, 'argv',
                         [TOOL, cfg, '--results', results, '--out-dir', out])
     tool.main()

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.runner.checkpoint import CheckpointLoader
+from tool_loader import load_tool
 
 from mmekd.registry import MODELS
 from mmekd.utils import UnsafeCheckpointError
@@ -157,15 +158,6 @@ def test_http_checkpoints_are_loaded_safely(setup, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------- #
 # Command-line validation of tools/train.py and tools/test.py (in-process)
 # ---------------------------------------------------------------------- #
-def _tool(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        f'mmekd_tools_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _args(tool, argv, monkeypatch):
     monkeypatch.setattr(sys, 'argv', [tool.__file__, *argv])
     return tool.parse_args()
@@ -177,7 +169,7 @@ def _args(tool, argv, monkeypatch):
     (['--amp'], '--amp needs a CUDA GPU'),
 ])
 def test_train_cli_validation(tmp_path, monkeypatch, argv, message):
-    train = _tool('train')
+    train = load_tool('train')
     cfg_path = tmp_path / 'cfg.py'
     cfg_path.write_text(CONFIG)
     cfg = Config.fromfile(str(cfg_path))
@@ -192,7 +184,7 @@ def test_train_cli_validation(tmp_path, monkeypatch, argv, message):
 
 
 def test_train_cli_on_nonfinite(tmp_path, monkeypatch):
-    train = _tool('train')
+    train = load_tool('train')
     cfg_path = tmp_path / 'cfg.py'
     cfg_path.write_text(CONFIG)
     args = _args(train, [str(cfg_path), '--on-nonfinite', 'skip'],
@@ -209,7 +201,7 @@ def test_train_cli_on_nonfinite(tmp_path, monkeypatch):
     (['GOOD', '--out-item', 'metrics'], '--out-item needs --out'),
 ])
 def test_test_cli_validation(tmp_path, monkeypatch, argv, message):
-    test = _tool('test')
+    test = load_tool('test')
     cfg_path = tmp_path / 'cfg.py'
     cfg_path.write_text(CONFIG)
     (tmp_path / 'good.pth').write_bytes(b'')

@@ -4,13 +4,12 @@ step (one backward of the summed losses): losses, gradients, parameters and
 BatchNorm statistics, in float64."""
 import copy
 import gc
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
 from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
+from tool_loader import load_tool
 
 from mmekd.registry import MODELS
 
@@ -22,15 +21,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _load_tool(name):
-    path = osp.join(osp.dirname(__file__), '..', '..', '..', 'tools',
-                    f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _model(sub_depths=((2, 2, 1, 1), (1, 1, 1, 1)), depth=34,
@@ -205,7 +195,7 @@ def test_autocast_step_runs_close_to_simple():
 def test_memory_efficient_keeps_fewer_activations():
     """Peak bytes saved for backward (a device-independent proxy for the
     activation memory) are lower than the simple step's."""
-    SavedTensorMeter = _load_tool('benchmark_train').SavedTensorMeter
+    SavedTensorMeter = load_tool('benchmark_train').SavedTensorMeter
     model = _model().float()
     peaks = {}
     for mode in ('simple', 'memory_efficient'):
@@ -267,7 +257,7 @@ def test_memory_efficient_live_memory():
     """Live CPU tensor memory (not only what autograd saves): the
     memory-efficient step peaks below the simple step and near the full net
     trained alone, frees what it allocated, and does not grow over steps."""
-    LiveMemoryMeter = _load_tool('benchmark_train').LiveMemoryMeter
+    LiveMemoryMeter = load_tool('benchmark_train').LiveMemoryMeter
     model = _model().float()
     full_only = _model(sub_depths=()).float()
     peaks, ends = {}, {}
