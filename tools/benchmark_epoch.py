@@ -28,7 +28,8 @@ from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.utils import (apply_dataloader_defaults,
-                         apply_safe_training_defaults, enable_amp)
+                         apply_safe_training_defaults, check_amp_device,
+                         enable_amp)
 
 
 def parse_args(argv=None):
@@ -98,6 +99,7 @@ def build_cfg(args, work_dir: str) -> Config:
     cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None
     cfg.default_hooks.checkpoint = None
     cfg.load_from, cfg.resume = None, False
+    check_amp_device(cfg)
     apply_dataloader_defaults(cfg, False, False)
     apply_safe_training_defaults(cfg, None)
     return cfg

@@ -13,8 +13,8 @@ from mmekd.engine.optim import NonFiniteLossError
 from mmekd.evaluation import format_net_table
 from mmekd.utils import (CheckpointMismatchError, UnsafeCheckpointError,
                          apply_dataloader_defaults,
-                         apply_safe_training_defaults, enable_amp,
-                         setup_cpu_distributed)
+                         apply_safe_training_defaults, check_amp_device,
+                         enable_amp, setup_cpu_distributed)
 
 
 def parse_args():
@@ -101,6 +101,7 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.auto_scale_lr.enable = True
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    check_amp_device(cfg)
     apply_dataloader_defaults(cfg, args.no_pin_memory,
                               args.no_persistent_workers)
     apply_safe_training_defaults(cfg, args.on_nonfinite)

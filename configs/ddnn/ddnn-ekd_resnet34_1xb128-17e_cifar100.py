@@ -1,15 +1,15 @@
-# ddnn-ekd_resnet34_1xb128-17e_cifar100: the full net (resnet34) of the DDNN of ../ddnn_r34_cifar100.py,
-# trained with the recipe of the measured CIFAR-100 comparison (README,
-# "CIFAR-100 on one H100"): 17 epochs, cosine lr, bf16 AMP, the fast data
-# path (../ddnn_r34_cifar100_fastdata.py), validation = the last 50 training
-# images of every class. Predicts with that net only; one checkpoint holds
-# every net (tools/export_subnet.py deploys one alone, docs/deploy.md).
+# ddnn-ekd_resnet34_1xb128-17e_cifar100: the full net (resnet34) of the DDNN
+# of ../ddnn_r34_cifar100.py, trained with the recipe of the measured
+# CIFAR-100 comparison (README, "CIFAR-100 on one H100"): 17 epochs, cosine
+# lr, the fast data path (../ddnn_r34_cifar100_fastdata.py), validation = the
+# last 50 training images of every class. The measured run trained in bf16
+# mixed precision: tools/train.py CONFIG --amp --cfg-options
+# optim_wrapper.dtype=bfloat16. Predicts with that net only; one checkpoint
+# holds every net (tools/export_subnet.py deploys one alone, docs/deploy.md).
 _base_ = ['../ddnn_r34_cifar100_fastdata.py']
 model = dict(predict_net='full', eval_all_nets=False)
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator
-optim_wrapper = dict(
-    type='AmpOptimWrapper', dtype='bfloat16', loss_scale='dynamic')
 param_scheduler = dict(
     _delete_=True,
     type='CosineAnnealingLR',

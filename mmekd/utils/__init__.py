@@ -3,12 +3,13 @@ from .checkpoint import (UnsafeCheckpointError, allowed_globals,
                          register_safe_checkpoint_loader, safe_load)
 from .compat import (is_dynamo_safe_version_fn,
                      register_dynamo_safe_version_checks)
-from .run_config import apply_dataloader_defaults, enable_amp
+from .run_config import (apply_dataloader_defaults, check_amp_device,
+                         enable_amp)
 
 __all__ = [
     'UnsafeCheckpointError', 'allowed_globals', 'safe_load',
     'register_safe_checkpoint_loader', 'apply_dataloader_defaults',
-    'enable_amp', 'register_dynamo_safe_version_checks',
+    'enable_amp', 'check_amp_device', 'register_dynamo_safe_version_checks',
     'is_dynamo_safe_version_fn'
 ]
 from .atomic_save import atomic_write, fsync_and_replace  # noqa: E402

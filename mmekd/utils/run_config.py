@@ -40,3 +40,16 @@ def enable_amp(cfg: Config) -> None:
                          'AmpOptimWrapper does not run on CPU)')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def check_amp_device(cfg: Config) -> None:
+    """A config whose optimizer wrapper is MMEngine's ``AmpOptimWrapper``
+    (set in the config or by ``--cfg-options``) needs a CUDA GPU: say so up
+    front instead of MMEngine's assertion deep in the optimizer build."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    if (wrapper.get('type') == 'AmpOptimWrapper'
+            and not torch.cuda.is_available()):
+        raise SystemExit(
+            'optim_wrapper.type=AmpOptimWrapper (mixed precision) '
+            'needs a CUDA GPU; MMEngine\'s AmpOptimWrapper does not run on '
+            'CPU. Train on a GPU, or configure a float32 OptimWrapper')
