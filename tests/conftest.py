@@ -26,10 +26,13 @@ def _randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
             if not isinstance(m, _BatchNorm):
                 continue
             n = m.num_features
-            # Only the norm's own tensors: a PrivateBatchNorm2d's copies are
-            # modules of their own and get values of their own.
-            m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+            # Only the norm's own tensors: a PrivateBatchNorm2d's copies (and
+            # a PrivateStatsBatchNorm2d's statistics, without affine
+            # parameters) are modules of their own and get values of their
+            # own.
+            if m.affine:
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
             m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
     return module

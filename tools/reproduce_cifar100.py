@@ -156,8 +156,10 @@ def parse_args(argv=None):
         metavar='N',
         help='also test every net of the DDNN rows with its BatchNorm '
         'statistics re-estimated on N training batches (tools/test.py '
-        '--net NET --recalibrate-bn N): shared BN stores a mixture of all '
-        "nets' statistics. Reported in an extra column")
+        '--net NET --recalibrate-bn N), on batches augmented as in '
+        "training. With private_norm=False BN stores a mixture of all nets' "
+        "statistics; with the default 'stats' each net has its own running "
+        'average already. Reported in an extra column')
     parser.add_argument(
         '--jobs',
         type=int,

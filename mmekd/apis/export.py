@@ -20,8 +20,10 @@ from mmpretrain.models import ResNet
 
 from mmekd.models.backbones import (DepthDynamicResNet,
                                     DepthDynamicResNetCIFAR,
-                                    PrivateBatchNorm2d)
+                                    PrivateBatchNorm2d,
+                                    PrivateStatsBatchNorm2d)
 from mmekd.models.utils import FULL_NET
+from mmekd.utils.checkpoint_keys import split_private_stats, warn_shared_stats
 
 # Arguments of our backbone / head that a plain single-net model lacks.
 _DYNAMIC_BACKBONE_KEYS = ('type', 'sub_depths', 'block_choice',
@@ -178,6 +180,11 @@ def _source_key(model: nn.Module, net: str, key: str) -> str:
     module = model.get_submodule(module_name)
     if isinstance(module, PrivateBatchNorm2d):
         return f'{module_name}.sub_norms.{net}.{tensor_name}'
+    if (isinstance(module, PrivateStatsBatchNorm2d)
+            and module.stats_of[net] is not None
+            and tensor_name not in ('weight', 'bias')):
+        return (f'{module_name}.sub_stats.{module.stats_of[net]}.'
+                f'{tensor_name}')
     if module is model.head.fc and model.head.private_fc:
         return f'head.sub_fcs.{net}.{tensor_name}'
     return key
@@ -237,11 +244,14 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
     classifier copies a checkpoint lacks from the full net's values (so plain
     ResNet weights load); the nets such a checkpoint does not contain are
     reported here as missing, so that exporting them cannot silently give the
-    full net's values.
+    full net's values. Missing per-net BatchNorm statistics
+    (``private_norm='stats'``, a checkpoint trained with shared statistics)
+    are logged: the nets keep the shared ones they were tested with.
     """
     model = _unwrap(model)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
+    missing, shared_stats = split_private_stats(
+        [k for k in expected if k not in state_dict])
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
         f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
@@ -249,6 +259,7 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
         if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
     ]
     if not (missing or unexpected or mismatched):
+        warn_shared_stats(shared_stats, what)
         return
 
     def _fmt(title: str, keys: List[str]) -> str:
@@ -263,11 +274,9 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
         msg += _fmt('unexpected keys', unexpected)
     if mismatched:
         msg += _fmt('shape mismatches', mismatched)
-    nets = sorted({
-        m.group(1)
-        for k in missing
-        for m in [re.search(r'\.(?:sub_norms|sub_fcs)\.([^.]+)\.', k)] if m
-    })
+    private = re.compile(r'\.(?:sub_norms|sub_fcs)\.([^.]+)\.')
+    nets = sorted({m.group(1) for k in missing for m in [private.search(k)]
+                   if m})
     if nets and not unexpected and not mismatched:
         msg += (f'\n  The checkpoint has no private BatchNorm/classifier '
                 f'copies for nets {nets}: it was not trained with them.')

@@ -9,6 +9,32 @@ import torch.nn as nn
 # Keys whose absence changes nothing in eval mode: BN's update counter is
 # only used with momentum=None during training.
 _OPTIONAL_SUFFIXES = ('num_batches_tracked', )
+# Per-net BatchNorm statistics (``private_norm='stats'``). A checkpoint
+# trained with shared statistics lacks them; loading starts them from the
+# shared ones (see PrivateStatsBatchNorm2d), which is what that checkpoint
+# was tested with: reported, not refused.
+# (Only statistics live under ``sub_stats``.)
+PRIVATE_STATS_KEY = re.compile(r'\.sub_stats\.')
+
+
+def split_private_stats(missing: List[str]) -> Tuple[List[str], List[str]]:
+    """Split missing keys into ``(others, per-net BatchNorm statistics)``."""
+    stats = [k for k in missing if PRIVATE_STATS_KEY.search(k)]
+    return [k for k in missing if not PRIVATE_STATS_KEY.search(k)], stats
+
+
+def warn_shared_stats(stats: List[str], source: str) -> None:
+    """Log that ``source`` has no per-net statistics for ``stats`` keys."""
+    if not stats:
+        return
+    from mmengine.logging import print_log
+    print_log(
+        f'{source} has no per-net BatchNorm statistics ({len(stats)} '
+        f'tensors, e.g. {stats[0]}): it was trained with statistics shared '
+        'by all nets, and every net is tested with those. Re-estimate a '
+        "net's own with tools/test.py --net NET --recalibrate-bn N.",
+        logger='current',
+        level=30)
 
 
 class CheckpointMismatchError(ValueError):
@@ -64,10 +90,10 @@ def check_state_dict(model: nn.Module,
     """
     ckpt = _revise(state_dict, revise_keys)
     own = model.state_dict()
-    missing = [
+    missing, shared_stats = split_private_stats([
         k for k in own
         if k not in ckpt and not k.endswith(_OPTIONAL_SUFFIXES)
-    ]
+    ])
     unexpected = [k for k in ckpt if k not in own]
     mismatched = [
         f'{k}: checkpoint {tuple(ckpt[k].shape)}, model '
@@ -76,9 +102,10 @@ def check_state_dict(model: nn.Module,
         and tuple(ckpt[k].shape) != tuple(own[k].shape)
     ]
     if missing or mismatched or (unexpected and not allow_unexpected):
+        loaded = sum(k in ckpt for k in own) - len(mismatched)
         parts = [
             f'{source} does not fit {type(model).__name__}: '
-            f'{len(own) - len(missing) - len(mismatched)} of the model\'s '
+            f'{loaded} of the model\'s '
             f'{len(own)} tensors would be loaded. Is it a checkpoint of '
             'another config?'
         ]
@@ -90,4 +117,5 @@ def check_state_dict(model: nn.Module,
         if unexpected:
             parts.append(_listing('not in the model', unexpected, limit))
         raise CheckpointMismatchError('\n'.join(parts))
+    warn_shared_stats(shared_stats, source)
     return unexpected

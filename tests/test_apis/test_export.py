@@ -27,6 +27,7 @@ def inputs(n=3, size=16, seed=1):
 
 
 @pytest.mark.parametrize('private_norm,private_fc', [(False, False),
+                                                     ('stats', False),
                                                      (True, True),
                                                      (True, False)])
 def test_exported_logits_equal_ddnn(tmp_path, private_norm, private_fc):
@@ -44,7 +45,8 @@ def test_exported_logits_equal_ddnn(tmp_path, private_norm, private_fc):
     types = {}
     for net in model.net_names:
         plain_cfg, state_dict = export_subnet(model, net, cfg.model)
-        assert not any('sub_norms' in k or 'sub_fcs' in k for k in state_dict)
+        assert not any('sub_norms' in k or 'sub_stats' in k or 'sub_fcs' in k
+                       for k in state_dict)
         plain = build_plain(plain_cfg, state_dict)
         assert_close(plain(x), logits[net], rtol=0, atol=1e-6)
         types[net] = (plain_cfg['backbone']['type'],
@@ -224,3 +226,30 @@ def test_export_needs_ddnn_model():
             head=dict(type='LinearClsHead', num_classes=3, in_channels=64)))
     with pytest.raises(ExportError, match='mmekd.DDNNClassifier'):
         export_subnet(plain, 'full', {})
+
+
+def test_checkpoint_with_shared_statistics(tmp_path, monkeypatch):
+    """A checkpoint trained with private_norm=False loads into the default
+    private_norm='stats' config: its nets keep the shared statistics (the
+    same logits and export), and the log says so."""
+    shared_cfg = write_config(osp.join(tmp_path, 'shared.py'))
+    ckpt, shared = write_checkpoint(osp.join(tmp_path, 'shared.pth'),
+                                    shared_cfg)
+    stats_cfg = write_config(osp.join(tmp_path, 'stats.py'),
+                             private_norm='stats')
+    logged = []
+    monkeypatch.setattr('mmengine.logging.print_log',
+                        lambda msg, **kwargs: logged.append(msg))
+    model = load_ddnn_model(stats_cfg, ckpt)
+    warned = [m for m in logged if 'no per-net BatchNorm statistics' in m]
+    assert len(warned) == 1 and 'recalibrate-bn' in warned[0], warned
+    x = inputs()
+    got, _ = model.forward_nets(x)
+    want, _ = shared.eval().forward_nets(x)
+    for net in model.net_names:
+        assert_close(got[net], want[net], rtol=0, atol=0)
+    _, sd = export_subnet(model, 'sub1', Config.fromfile(stats_cfg).model)
+    _, ref = export_subnet(shared, 'sub1', Config.fromfile(shared_cfg).model)
+    assert sd.keys() == ref.keys()
+    for k in sd:
+        assert torch.equal(sd[k], ref[k]), k

@@ -24,7 +24,7 @@ model = dict(
         base_channels=8,
         sub_depths={sub_depths},
         block_choice='{block_choice}',
-        private_norm={private_norm},
+        private_norm={private_norm!r},
         out_indices=(0, 1, 2, 3)),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
@@ -77,8 +77,9 @@ def randomize(model, seed=0):
         for m in model.modules():
             if isinstance(m, _BatchNorm):
                 n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+                if m.affine:  # (a PrivateStatsBatchNorm2d's statistics)
+                    m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                    m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
         for p in model.head.parameters():

@@ -76,3 +76,28 @@ def test_nonfinite_loss_on_one_process_skips_on_all(tmp_path):
         # The averaged loss is NaN on both, so both skip the update.
         assert result['loss'] != result['loss'], rank
         assert result['unchanged'], rank
+
+
+@pytest.mark.parametrize('private_norm,copies', [('stats', 'sub_stats'),
+                                                 (True, 'sub_norms')])
+def test_sync_bn_conversion_of_private_norms_is_refused(private_norm, copies):
+    from mmengine.model import convert_sync_batchnorm
+
+    from mmekd.models import DDNNDistributedDataParallel
+    from mmekd.models.wrappers.ddnn_distributed import \
+        check_no_converted_private_norms
+    from mmekd.registry import MODELS
+    cfg = dict(TINY, backbone=dict(TINY['backbone'],
+                                   private_norm=private_norm))
+    model = MODELS.build(cfg)
+    check_no_converted_private_norms(model)  # as built: fine
+    converted = convert_sync_batchnorm(model)
+    match = (r'backbone\.(layer\d\.0\.)?bn1 is a SyncBatchNorm holding '
+             rf'per-net BatchNorm copies \({copies}\).*private_norm=False')
+    # (Refused before DDP needs a process group.)
+    with pytest.raises(ValueError, match=match):
+        DDNNDistributedDataParallel(module=converted)
+    # Shared BatchNorm converts fine.
+    check_no_converted_private_norms(convert_sync_batchnorm(
+        MODELS.build(dict(TINY, backbone=dict(TINY['backbone'],
+                                              private_norm=False)))))

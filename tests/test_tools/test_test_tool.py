@@ -61,11 +61,16 @@ def setup(tmp_path_factory):
     shaped = {k: v.clone() for k, v in state.items()}
     shaped['head.fc.weight'] = torch.zeros(3, 3)
     torch.save({'state_dict': shaped}, tmp / 'shaped.pth')
+    # Trained with shared BatchNorm statistics (private_norm=False): no
+    # per-net sets for the default private_norm='stats'.
+    shared = {k: v for k, v in state.items() if '.sub_stats.' not in k}
+    assert len(shared) < len(state)
+    torch.save({'state_dict': shared}, tmp / 'shared_stats.pth')
 
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
     runs = {
         name: ['test.py', cfg, str(tmp / f'{name}.pth')]
-        for name in ('good', 'evil', 'other', 'shaped')
+        for name in ('good', 'evil', 'other', 'shaped', 'shared_stats')
     }
     runs['recalibrated'] = [
         'test.py', cfg, str(tmp / 'good.pth'), '--net', 'sub0',
@@ -98,6 +103,13 @@ def test_test_tool_recalibrates_bn(setup):
     assert rc == 0, out[-3000:]
     assert 'BatchNorm statistics of sub0 recalibrated on 2 training ' \
         'batches' in out
+    assert '| sub0 |' in out
+
+
+def test_test_tool_checkpoint_with_shared_statistics(setup):
+    rc, out = setup['results']['shared_stats']
+    assert rc == 0, out[-3000:]
+    assert 'has no per-net BatchNorm statistics' in out, out[-3000:]
     assert '| sub0 |' in out
 
 

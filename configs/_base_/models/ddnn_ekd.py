@@ -7,7 +7,9 @@ model = dict(
         depth=34,
         sub_depths=[[2, 2, 2, 2]],
         block_choice='first',      # which k blocks of a stage a sub-net keeps
-        private_norm=False,        # BatchNorm shared by all nets
+        # BatchNorm weights shared by all nets, running statistics per net
+        # (False: statistics shared too; True: weights private as well)
+        private_norm='stats',
         out_indices=(0, 1, 2, 3),  # all stages: attention distillation
     ),
     neck=dict(type='GlobalAveragePooling'),

@@ -1,9 +1,10 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 from .depth_dynamic_resnet import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
-                                   PrivateBatchNorm2d, select_blocks)
+                                   PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
+                                   select_blocks)
 from .slim_resnet import SlimResNet, SlimResNetCIFAR
 
 __all__ = [
     'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'PrivateBatchNorm2d',
-    'select_blocks', 'SlimResNet', 'SlimResNetCIFAR'
+    'PrivateStatsBatchNorm2d', 'select_blocks', 'SlimResNet', 'SlimResNetCIFAR'
 ]

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmpretrain.models.backbones import ResNet, ResNet_CIFAR
 from torch.nn.modules.batchnorm import _NormBase
 
@@ -45,6 +46,34 @@ def select_blocks(num_blocks: int, k: int, block_choice: str) -> Tuple[int]:
                      f'got {block_choice!r}')
 
 
+_STATS = ('running_mean', 'running_var', 'num_batches_tracked')
+
+
+def _fill_missing_copies(state_dict: dict, prefix: str, child: str,
+                         names: Sequence[str],
+                         tensors: Sequence[str]) -> None:
+    """Give every copy ``{prefix}{child}.{name}.`` of a norm that
+    ``state_dict`` lacks the norm's own ``tensors`` (a checkpoint without
+    the copies), in place, so that loading does not report them missing."""
+    for name in names:
+        sub_prefix = f'{prefix}{child}.{name}.'
+        if any(k.startswith(sub_prefix) for k in state_dict):
+            continue
+        for key in tensors:
+            if prefix + key in state_dict:
+                state_dict[sub_prefix + key] = state_dict[prefix + key]
+
+
+def _take_over(new: nn.BatchNorm2d, norm: nn.BatchNorm2d) -> None:
+    """Make ``new`` (a per-net norm) stand in for ``norm``: its values (and
+    those of the copies, see ``_fill_missing_copies``), trainability and
+    mode; the full net active."""
+    new.active_net = FULL_NET
+    new.load_state_dict(norm.state_dict())
+    new.requires_grad_(norm.weight.requires_grad if norm.affine else False)
+    new.train(norm.training)
+
+
 class PrivateBatchNorm2d(nn.BatchNorm2d):
     """A BatchNorm2d that is the full net's norm and holds private copies for
     the sub-nets that run through it.
@@ -68,11 +97,7 @@ class PrivateBatchNorm2d(nn.BatchNorm2d):
         self.sub_norms = nn.ModuleDict(
             {name: copy.deepcopy(norm)
              for name in sub_nets})
-        self.active_net = FULL_NET
-        self.load_state_dict(norm.state_dict())
-        self.requires_grad_(norm.weight.requires_grad
-                            if norm.affine else False)
-        self.train(norm.training)
+        _take_over(self, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.active_net == FULL_NET:
@@ -94,14 +119,77 @@ class PrivateBatchNorm2d(nn.BatchNorm2d):
                               error_msgs):
         # A plain ResNet checkpoint has no private copies: start them from
         # the full net's values instead of reporting them missing.
-        for name in self.sub_norms:
-            sub_prefix = f'{prefix}sub_norms.{name}.'
-            if any(k.startswith(sub_prefix) for k in state_dict):
-                continue
-            for key in ('weight', 'bias', 'running_mean', 'running_var',
-                        'num_batches_tracked'):
-                if prefix + key in state_dict:
-                    state_dict[sub_prefix + key] = state_dict[prefix + key]
+        _fill_missing_copies(state_dict, prefix, 'sub_norms', self.sub_norms,
+                             ('weight', 'bias', *_STATS))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+class PrivateStatsBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d whose weight and bias all nets share, with one set of
+    running statistics per distinct input.
+
+    Nets that reach the norm through the same blocks see the same input in a
+    training step and share one set; the full net's set is the module's own
+    buffers (plain ResNet names, so plain checkpoints load), every other set
+    lives in ``sub_stats`` under the name of its first sub-net
+    (``...bn1.sub_stats.sub0.running_mean``). In training mode the output
+    uses the batch statistics, exactly as a shared BatchNorm: training is
+    unchanged, only the statistics each net is tested with are its own.
+
+    Args:
+        norm (nn.BatchNorm2d): The norm to take over (weights and statistics
+            are copied).
+        groups (Sequence[Sequence[str]]): The nets that use this norm,
+            grouped by input; the full net's group comes first.
+    """
+
+    def __init__(self, norm: nn.BatchNorm2d,
+                 groups: Sequence[Sequence[str]]):
+        super().__init__(norm.num_features, norm.eps, norm.momentum,
+                         norm.affine, norm.track_running_stats)
+        if not norm.track_running_stats:
+            raise ValueError("private_norm='stats' needs BatchNorm with "
+                             'track_running_stats=True')
+        if FULL_NET not in groups[0]:
+            raise ValueError(f'the first group must hold {FULL_NET!r}, got '
+                             f'{[list(g) for g in groups]}')
+        self.stats_of = {}  # net -> key in sub_stats (None: own buffers)
+        sub_stats = {}
+        for group in groups:
+            key = None if group is groups[0] else group[0]
+            if key is not None:
+                sub_stats[key] = nn.BatchNorm2d(
+                    norm.num_features, norm.eps, norm.momentum, affine=False)
+            for net in group:
+                self.stats_of[net] = key
+        self.sub_stats = nn.ModuleDict(sub_stats)
+        _take_over(self, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = self.stats_of[self.active_net]
+        if key is None:
+            return super().forward(x)
+        stats = self.sub_stats[key]
+        # nn.BatchNorm2d.forward with this module's weight and bias and the
+        # statistics (buffers, momentum, mode) of ``stats``.
+        factor = 0.0 if stats.momentum is None else stats.momentum
+        if stats.training:
+            stats.num_batches_tracked.add_(1)
+            if stats.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(stats.num_batches_tracked)
+        return F.batch_norm(x, stats.running_mean, stats.running_var,
+                            self.weight, self.bias, stats.training, factor,
+                            self.eps)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # A checkpoint trained with shared statistics (or a plain ResNet one)
+        # has no per-input sets: start them from the stored ones.
+        _fill_missing_copies(state_dict, prefix, 'sub_stats', self.sub_stats,
+                             _STATS)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
@@ -131,9 +219,17 @@ class DepthDynamicResNet(ResNet):
         block_choice (str): Which ``k`` blocks a count keeps: ``'first'``
             (blocks ``0..k-1``, default) or ``'spread'`` (block 0 and the
             others evenly spread to the end of the stage).
-        private_norm (bool): If True every sub-net gets its own BatchNorm
-            layers (weights and statistics); the convolutions stay shared.
-            Defaults to False (BatchNorm shared by all nets).
+        private_norm (bool | str): What of BatchNorm is private to a net.
+            ``'stats'`` (default): the running statistics. Weights stay shared
+            and training is unchanged (batch statistics), but a block that
+            nets reach with different inputs keeps one set of statistics
+            per input, so each net is tested with statistics of its own
+            activations instead of a mixture of all nets' (see
+            :class:`PrivateStatsBatchNorm2d`). ``False``: nothing, BatchNorm
+            (statistics included) is shared by all nets. ``True``: weights
+            and statistics, every sub-net gets its own BatchNorm layers
+            (then nothing is computed once for several nets). Convolutions
+            are always shared.
         stage_blocks (Sequence[int], optional): Override the full net's
             blocks per stage (block type still follows ``depth``), e.g.
             ``depth=34, stage_blocks=(3, 3, 3, 3)``. Defaults to None.
@@ -144,7 +240,7 @@ class DepthDynamicResNet(ResNet):
                  depth: int,
                  sub_depths: Sequence[SubNetSpec] = (),
                  block_choice: str = 'first',
-                 private_norm: bool = False,
+                 private_norm: Union[bool, str] = 'stats',
                  stage_blocks: Optional[Sequence[int]] = None,
                  **kwargs):
         if depth not in ResNet.arch_settings:
@@ -166,7 +262,12 @@ class DepthDynamicResNet(ResNet):
             raise ValueError(f"block_choice must be 'first' or 'spread', "
                              f'got {block_choice!r}')
         self.block_choice = block_choice
+        if not (isinstance(private_norm, bool) or private_norm == 'stats'):
+            raise ValueError("private_norm must be False, 'stats' or True, "
+                             f'got {private_norm!r}')
         self.private_norm = private_norm
+        # (stage, block) -> its PrivateStatsBatchNorm2d (private_norm='stats')
+        self._stats_norms: Dict[Tuple[int, int], List[nn.Module]] = {}
 
         full = tuple(tuple(range(n)) for n in self.stage_blocks)
         self.net_blocks: Dict[str, Tuple[Tuple[int]]] = OrderedDict(
@@ -183,7 +284,9 @@ class DepthDynamicResNet(ResNet):
             name: [(s, b) for s, stage in enumerate(blocks) for b in stage]
             for name, blocks in self.net_blocks.items()
         }
-        if private_norm:
+        if private_norm == 'stats':
+            self._make_private_stats()
+        elif private_norm:
             self._make_private_norms()
 
     # ------------------------------------------------------------------ #
@@ -255,6 +358,43 @@ class DepthDynamicResNet(ResNet):
             parent = self.get_submodule(parent_name) if parent_name else self
             setattr(parent, child, PrivateBatchNorm2d(module, nets))
 
+    def _input_groups(self) -> Dict[Tuple[int, int], List[List[str]]]:
+        """For every block, the nets that run it grouped by input: nets whose
+        paths agree up to and including the block (the full net's group
+        first)."""
+        groups = OrderedDict()
+        for net, path in self._paths.items():
+            for i, stage_block in enumerate(path):
+                groups.setdefault(stage_block, OrderedDict()).setdefault(
+                    tuple(path[:i + 1]), []).append(net)
+        return {k: list(v.values()) for k, v in groups.items()}
+
+    def _make_private_stats(self) -> None:
+        """Replace the BatchNorm2d of every block that nets reach with
+        different inputs by a :class:`PrivateStatsBatchNorm2d`. The stem and
+        a common leading part see one input and keep plain BatchNorm."""
+        for mod_name, module in self.named_modules():
+            if (isinstance(module, (_NormBase, nn.GroupNorm, nn.LayerNorm))
+                    and type(module) is not nn.BatchNorm2d):
+                raise TypeError(
+                    "private_norm='stats' supports BatchNorm2d (norm_cfg "
+                    f"type='BN') only; {mod_name} is {type(module).__name__}")
+        for (stage, block), groups in self._input_groups().items():
+            if len(groups) == 1:
+                continue
+            block_module = getattr(self, self.res_layers[stage])[block]
+            norms = []
+            for mod_name, module in list(block_module.named_modules()):
+                if type(module) is not nn.BatchNorm2d:
+                    continue
+                parent_name, _, child = mod_name.rpartition('.')
+                parent = (block_module.get_submodule(parent_name)
+                          if parent_name else block_module)
+                norm = PrivateStatsBatchNorm2d(module, groups)
+                setattr(parent, child, norm)
+                norms.append(norm)
+            self._stats_norms[(stage, block)] = norms
+
     def init_weights(self):
         super().init_weights()
         if (isinstance(self.init_cfg, dict)
@@ -309,6 +449,22 @@ class DepthDynamicResNet(ResNet):
         """Run the full net; same outputs as :class:`ResNet`."""
         return self.forward_nets(x, [FULL_NET])[0]
 
+    def _forward_block(self, stage: int, block: int, x: torch.Tensor,
+                       net: str) -> torch.Tensor:
+        """Run block ``block`` of stage ``stage`` on ``x`` as ``net`` (with
+        that net's running statistics if ``private_norm='stats'``)."""
+        module = getattr(self, self.res_layers[stage])[block]
+        norms = self._stats_norms.get((stage, block))
+        if not norms:
+            return module(x)
+        for norm in norms:
+            norm.active_net = net
+        try:
+            return module(x)
+        finally:
+            for norm in norms:
+                norm.active_net = FULL_NET
+
     def forward_nets(self,
                      x: torch.Tensor,
                      nets: Optional[Sequence[str]] = None
@@ -325,37 +481,37 @@ class DepthDynamicResNet(ResNet):
         """
         nets = [self._check_net(n) for n in (nets or self.net_names)]
         outs = [dict() for _ in nets]
-        if self.private_norm:
+        if self.private_norm is True:
             # Norms differ from the stem on: nothing can be shared.
             for i, net in enumerate(nets):
                 self._set_active_norm(net)
-                self._run_tree(
-                    self._forward_stem(x), [(i, self._paths[net])], 0, outs)
+                self._run_tree(self._forward_stem(x),
+                               [(i, self._paths[net])], 0, outs, nets)
             self._set_active_norm(FULL_NET)
         else:
             items = [(i, self._paths[net]) for i, net in enumerate(nets)]
-            self._run_tree(self._forward_stem(x), items, 0, outs)
+            self._run_tree(self._forward_stem(x), items, 0, outs, nets)
         return [
             tuple(out[s] for s in sorted(out))
             for out in outs
         ]
 
     def _run_tree(self, x: torch.Tensor, items: list, pos: int,
-                  outs: List[dict]) -> None:
+                  outs: List[dict], nets: List[str]) -> None:
         """Run the block paths ``items`` (``(slot, path)`` pairs that agree on
-        ``path[:pos]``; ``x`` is the output of that common prefix), computing
-        every shared block once."""
+        ``path[:pos]``; ``x`` is the output of that common prefix; ``slot``
+        indexes ``outs`` and ``nets``), computing every shared block once."""
         groups = OrderedDict()
         for slot, path in items:
             if pos < len(path):
                 groups.setdefault(path[pos], []).append((slot, path))
         for (stage, block), members in groups.items():
-            y = getattr(self, self.res_layers[stage])[block](x)
+            y = self._forward_block(stage, block, x, nets[members[0][0]])
             if stage in self.out_indices:
                 for slot, path in members:
                     if pos + 1 == len(path) or path[pos + 1][0] != stage:
                         outs[slot][stage] = y
-            self._run_tree(y, members, pos + 1, outs)
+            self._run_tree(y, members, pos + 1, outs, nets)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -424,7 +424,8 @@ class DDNNClassifier(ImageClassifier):
                 if pos < len(path):
                     groups.setdefault(path[pos], []).append((slot, path))
             for (stage, block), members in groups.items():
-                y = getattr(backbone, backbone.res_layers[stage])[block](x)
+                y = backbone._forward_block(stage, block, x,
+                                            nets[members[0][0]])
                 ends, feat_of, nexts = [], [], set()
                 for slot, path in members:
                     if pos + 1 == len(path):
@@ -451,7 +452,7 @@ class DDNNClassifier(ImageClassifier):
                     out.grad = None
 
         try:
-            if backbone.private_norm:
+            if backbone.private_norm is True:
                 # Nothing is shared (norms differ from the stem on): one net
                 # at a time, the teacher first.
                 for slot, net in enumerate(nets):

@@ -8,7 +8,27 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from mmekd.models.backbones import (PrivateBatchNorm2d,
+                                    PrivateStatsBatchNorm2d)
 from mmekd.registry import MODEL_WRAPPERS
+
+
+def check_no_converted_private_norms(module: torch.nn.Module) -> None:
+    """Raise ``ValueError`` if a per-net BatchNorm of a DDNN backbone was
+    replaced by another norm class (e.g. by ``sync_bn``'s conversion, which
+    keeps the per-net copies as unused children)."""
+    for name, m in module.named_modules():
+        if isinstance(m, (PrivateBatchNorm2d, PrivateStatsBatchNorm2d)):
+            continue
+        copies = [n for n, _ in m.named_children()
+                  if n in ('sub_stats', 'sub_norms')]
+        if copies:
+            raise ValueError(
+                f'{name} is a {type(m).__name__} holding per-net BatchNorm '
+                f'copies ({copies[0]}): sync_bn converted the DDNN '
+                "backbone's per-net BatchNorm, which would share it between "
+                'nets. Remove sync_bn, or set '
+                'model.backbone.private_norm=False to use it.')
 
 
 @MODEL_WRAPPERS.register_module()
@@ -33,7 +53,16 @@ class DDNNDistributedDataParallel(MMDistributedDataParallel):
     BatchNorm statistics are per process (``broadcast_buffers=False``, as
     MMEngine's default wrapper); every process must produce gradients for
     the same parameters (a DDNN always does).
+
+    ``sync_bn`` (MMEngine converts every BatchNorm before wrapping) would
+    replace the backbone's per-net BatchNorm (``private_norm='stats'`` or
+    ``True``) by one shared SyncBatchNorm and silently drop the nets' own
+    statistics or weights: that is refused with a clear error.
     """
+
+    def __init__(self, module: torch.nn.Module, **kwargs):
+        check_no_converted_private_norms(module)
+        super().__init__(module=module, **kwargs)
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:

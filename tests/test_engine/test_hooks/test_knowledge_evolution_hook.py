@@ -205,6 +205,7 @@ def test_unknown_module_error():
 
 
 def test_reset_changes_only_reset_hypothesis():
+    torch.manual_seed(0)
     model = resnet18(num_classes=10)
     model.init_weights()
     for m in model.modules():  # non-trivial BN parameters and statistics
@@ -220,7 +221,11 @@ def test_reset_changes_only_reset_hypothesis():
         if key.endswith('.weight') and name in split.layers:
             mask = split.weight_mask(name)
             assert torch.equal(after[key][mask], value[mask]), key
-            assert (after[key][~mask] != value[~mask]).all(), key
+            # A re-drawn float32 equals the old value by chance for about
+            # 1 element in 10^7 (a reset conv has ~10^5): "all differ"
+            # failed now and then with unseeded weights.
+            same = (after[key][~mask] == value[~mask]).float().mean()
+            assert same < 1e-3, key
             # kaiming-uniform a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
             bound = 1 / math.sqrt(value[0].numel())
             assert after[key][~mask].abs().max() <= bound

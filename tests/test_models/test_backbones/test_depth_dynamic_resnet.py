@@ -9,7 +9,8 @@ from mmpretrain.models.backbones import ResNet, ResNet_CIFAR
 from torch.testing import assert_close
 
 from mmekd.models import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
-                          PrivateBatchNorm2d, select_blocks)
+                          PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
+                          select_blocks)
 
 # Tiny widths: stages have 8, 16, 32, 64 channels (x4 for Bottleneck).
 TINY = dict(base_channels=8, stem_channels=8, out_indices=(0, 1, 2, 3))
@@ -25,20 +26,32 @@ def plain_resnet(base, depth, stage_blocks=None, **kwargs):
     return base(depth, **kwargs)
 
 
-def copy_sub_net_weights(dyn, ref, blocks):
-    """Load into ``ref`` (a plain ResNet) the weights of the sub-net of
-    ``dyn`` that keeps ``blocks[s]`` of stage ``s``: ``layerI.J`` of ``ref``
-    is ``layerI.blocks[I-1][J]`` of ``dyn``."""
+def key_in_dyn(dyn, key, blocks, net):
+    """The key of ``dyn`` (a DepthDynamicResNet) holding ``net``'s tensor
+    ``key`` of a plain ResNet: ``layerI.J`` of the plain net is
+    ``layerI.blocks[I-1][J]`` of ``dyn``, and running statistics come from
+    ``net``'s own set under ``private_norm='stats'``."""
+    m = re.match(r'layer(\d+)\.(\d+)\.(.*)', key)
+    if m:
+        stage, j, rest = int(m[1]), int(m[2]), m[3]
+        key = f'layer{stage}.{blocks[stage - 1][j]}.{rest}'
+    module_name, _, tensor = key.rpartition('.')
+    module = dyn.get_submodule(module_name)
+    if (isinstance(module, PrivateStatsBatchNorm2d)
+            and module.stats_of[net] is not None
+            and tensor not in ('weight', 'bias')):
+        return f'{module_name}.sub_stats.{module.stats_of[net]}.{tensor}'
+    return key
+
+
+def copy_sub_net_weights(dyn, ref, blocks, net='sub0'):
+    """Load into ``ref`` (a plain ResNet) the weights and statistics of the
+    net of ``dyn`` that keeps ``blocks[s]`` of stage ``s``."""
     dyn_sd = dyn.state_dict()
-    sd = {}
-    for key in ref.state_dict():
-        m = re.match(r'layer(\d+)\.(\d+)\.(.*)', key)
-        if m:
-            stage, j, rest = int(m[1]), int(m[2]), m[3]
-            key_in_dyn = f'layer{stage}.{blocks[stage - 1][j]}.{rest}'
-        else:
-            key_in_dyn = key
-        sd[key] = dyn_sd[key_in_dyn].clone()
+    sd = {
+        key: dyn_sd[key_in_dyn(dyn, key, blocks, net)].clone()
+        for key in ref.state_dict()
+    }
     ref.load_state_dict(sd, strict=True)
 
 
@@ -48,17 +61,14 @@ def assert_outputs_equal(outs, ref_outs):
         assert_close(out, ref_out)
 
 
-def assert_running_stats_equal(dyn, ref, blocks):
-    """The norms of ``ref``'s blocks have the statistics of the sub-net
-    blocks of ``dyn`` they were copied from."""
+def assert_running_stats_equal(dyn, ref, blocks, net='sub0'):
+    """The norms of ``ref``'s blocks have the statistics of the blocks of
+    ``dyn``'s ``net`` they were copied from."""
     dyn_sd = dyn.state_dict()
     for key, value in ref.state_dict().items():
-        if 'running' not in key:
-            continue
-        m = re.match(r'layer(\d+)\.(\d+)\.(.*)', key)
-        if m:
-            key = f'layer{m[1]}.{blocks[int(m[1]) - 1][int(m[2])]}.{m[3]}'
-        assert_close(dyn_sd[key], value, msg=key)
+        if 'running' in key:
+            key = key_in_dyn(dyn, key, blocks, net)
+            assert_close(dyn_sd[key], value, msg=key)
 
 
 def test_select_blocks():
@@ -96,7 +106,8 @@ def test_full_net_equals_mmpretrain_resnet(randomize_norms, cifar, depth,
     outs = dyn(x)
     assert_outputs_equal(outs, ref(x))
     # Same statistics after the batch: every block ran exactly once.
-    assert_close(dyn.state_dict(), ref.state_dict())
+    dyn_sd = dyn.state_dict()
+    assert_close({k: dyn_sd[k] for k in ref.state_dict()}, ref.state_dict())
     assert_outputs_equal(dyn.forward_nets(x, ['full'])[0], outs)
 
 
@@ -268,6 +279,12 @@ def test_forward_nets_defaults_and_unknown_net():
     (dict(sub_depths=[[2, 2, 2, 2]], private_norm=True,
           norm_cfg=dict(type='GN', num_groups=2)), TypeError,
      r"private_norm=True supports BatchNorm2d.*is GroupNorm"),
+    (dict(sub_depths=[[2, 2, 2, 2]], private_norm='stats',
+          norm_cfg=dict(type='GN', num_groups=2)), TypeError,
+     r"private_norm='stats' supports BatchNorm2d.*is GroupNorm"),
+    (dict(private_norm='weights'), ValueError,
+     r"private_norm must be False, 'stats' or True, got 'weights'"),
+    (dict(private_norm=1), ValueError, r'private_norm must be.*got 1'),
 ])
 @pytest.mark.parametrize('cls', [DepthDynamicResNet, DepthDynamicResNetCIFAR])
 def test_invalid_config(cls, kwargs, error, match):
@@ -410,3 +427,127 @@ def test_private_norm_follows_frozen_stages():
     assert not dyn.norm1.sub_norms['sub0'].training
     assert not dyn.norm1.sub_norms['sub0'].weight.requires_grad
     assert dyn.layer2[0].bn1.sub_norms['sub0'].training
+
+
+# ---------------------------------------------------------------------- #
+# private_norm='stats'
+# ---------------------------------------------------------------------- #
+STATS_SUBS = [[2, 2, 2, 2], [1, 1, 1, 1]]
+
+
+def _private_stats(private_norm='stats', **kwargs):
+    return DepthDynamicResNetCIFAR(
+        34, sub_depths=STATS_SUBS, private_norm=private_norm, **TINY,
+        **kwargs)
+
+
+def test_private_stats_structure():
+    dyn = _private_stats()
+    # One input for every net using them: the stem, the common prefix
+    # (layer1.0 for all, layer1.1 for full and sub0) and the full net's own
+    # blocks keep plain BatchNorm.
+    for norm in (dyn.norm1, dyn.layer1[0].bn1, dyn.layer1[1].bn2,
+                 dyn.layer1[2].bn1, dyn.layer2[2].bn1):
+        assert type(norm) is torch.nn.BatchNorm2d
+    assert isinstance(dyn.layer2[0].bn1, PrivateStatsBatchNorm2d)
+    assert list(dyn.layer2[0].bn1.sub_stats) == ['sub0', 'sub1']
+    assert list(dyn.layer2[0].downsample[1].sub_stats) == ['sub0', 'sub1']
+    assert list(dyn.layer2[1].bn2.sub_stats) == ['sub0']
+    assert dyn.layer2[1].bn2.stats_of == dict(full=None, sub0='sub0')
+    # No parameter is added: the weights stay shared.
+    shared = _private_stats(private_norm=False)
+    assert [n for n, _ in dyn.named_parameters()] == [
+        n for n, _ in shared.named_parameters()
+    ]
+    extra = set(dyn.state_dict()) - set(shared.state_dict())
+    assert extra and all('.sub_stats.' in k and 'running' in k
+                         or k.endswith('num_batches_tracked') for k in extra)
+    assert not set(shared.state_dict()) - set(dyn.state_dict())
+
+
+def test_private_stats_train_exactly_as_shared(randomize_norms):
+    torch.manual_seed(0)
+    dyn = randomize_norms(_private_stats()).double().train()
+    shared = _private_stats(private_norm=False).double().train()
+    shared.load_state_dict(dyn.state_dict(), strict=False)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    weights = None
+    for model in (dyn, shared):
+        outs = model.forward_nets(x)
+        if weights is None:
+            weights = [[torch.randn_like(o) for o in out] for out in outs]
+            ref_outs = outs
+        else:
+            for out, ref in zip(outs, ref_outs):
+                assert_outputs_equal(out, ref)
+        _net_losses(outs, weights).backward()
+    for (name, p), q in zip(dyn.named_parameters(), shared.parameters()):
+        assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize('private_norm', ['stats', False])
+def test_private_stats_are_each_nets_own(private_norm):
+    """After a training step of all nets, each net is tested with the
+    statistics its own activations produced: those of the same plain ResNet
+    trained alone on the batch. Shared BatchNorm fails this."""
+    momentum_1 = dict(norm_cfg=dict(type='BN', momentum=1.0))  # last batch
+    torch.manual_seed(0)
+    dyn = _private_stats(private_norm, **momentum_1).train()
+    refs = dict(
+        full=ResNet_CIFAR(34, **TINY, **momentum_1),
+        sub0=ResNet_CIFAR(18, **TINY, **momentum_1),
+        sub1=plain_resnet(ResNet_CIFAR, 18, [1, 1, 1, 1], **TINY,
+                          **momentum_1))
+    for net, ref in refs.items():
+        copy_sub_net_weights(dyn, ref, dyn.net_blocks[net], net)
+        ref.train()
+    x, x_test = torch.randn(4, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    dyn.forward_nets(x)
+    for ref in refs.values():
+        ref(x)
+    dyn.eval()
+    for net, ref in refs.items():
+        ref.eval()
+        got, want = dyn.forward_nets(x_test, [net])[0][-1], ref(x_test)[-1]
+        if private_norm or net == 'sub1':
+            # (sub1 runs last through every block it uses: with shared
+            # statistics and momentum 1 they are its own)
+            assert_close(got, want, msg=net)
+        else:
+            assert not torch.allclose(got, want), net
+
+
+def test_private_stats_loads_shared_checkpoint(randomize_norms):
+    torch.manual_seed(0)
+    shared = randomize_norms(_private_stats(private_norm=False)).eval()
+    dyn = _private_stats().eval()
+    dyn.load_state_dict(shared.state_dict(), strict=True)
+    # Every set of statistics starts from the stored (shared) ones.
+    assert_close(dyn.layer2[0].bn1.sub_stats['sub1'].running_var,
+                 shared.layer2[0].bn1.running_var)
+    x = torch.randn(2, 3, 8, 8)
+    for out, ref in zip(dyn.forward_nets(x), shared.forward_nets(x)):
+        assert_outputs_equal(out, ref)
+
+
+def test_private_stats_checkpoint_round_trip(randomize_norms):
+    torch.manual_seed(0)
+    dyn = randomize_norms(_private_stats()).train()
+    dyn.forward_nets(torch.randn(4, 3, 8, 8))
+    sd = dyn.state_dict()
+    key = 'layer2.1.bn2.sub_stats.sub0.running_mean'
+    assert not torch.equal(sd[key], sd['layer2.1.bn2.running_mean'])
+    loaded = _private_stats()
+    loaded.load_state_dict(sd, strict=True)
+    assert_close(loaded.state_dict(), sd)
+    assert loaded.layer2[1].bn2.active_net == 'full'
+
+
+def test_private_stats_follow_norm_eval():
+    dyn = _private_stats(norm_eval=True)
+    dyn.train()
+    assert not dyn.layer2[0].bn1.sub_stats['sub0'].training
+    running = dyn.layer2[0].bn1.sub_stats['sub0'].running_mean.clone()
+    dyn.forward_nets(torch.randn(4, 3, 8, 8), ['sub0'])
+    assert torch.equal(dyn.layer2[0].bn1.sub_stats['sub0'].running_mean,
+                       running)

@@ -148,7 +148,7 @@ def _norm(grad):
     return 0. if grad is None else grad.abs().sum().item()
 
 
-@pytest.mark.parametrize('private_norm', [False, True])
+@pytest.mark.parametrize('private_norm', [False, 'stats', True])
 def test_no_gradient_reaches_teacher(randomize_norms, private_norm):
     model = build_model(
         randomize_norms, backbone=dict(private_norm=private_norm))

@@ -128,6 +128,8 @@ def _assert_same(model_a, model_b, log_a, log_b, grads_a, grads_b,
     dict(block_choice='spread', stage_blocks=(4, 2, 2, 2),
          sub_depths=((3, 2, 1, 2), (2, 1, 1, 1))),
     dict(private_norm=True, private_fc=True),
+    dict(private_norm='stats'),
+    dict(private_norm='stats', sub_depths=((3, 3, 2, 1), (3, 2, 1, 1))),
     dict(kl_loss=None, at_loss=None),
     dict(at_stages=(1, 3)),
     dict(depth=50, stage_blocks=(2, 2, 2, 2), sub_depths=((1, 1, 1, 1), ),
@@ -227,6 +229,7 @@ class _CyclicGCOff:
     dict(),
     dict(sub_depths=((3, 3, 2, 1), (3, 2, 1, 1))),
     dict(private_norm=True),
+    dict(private_norm='stats'),
 ])
 def test_step_leaves_no_reference_cycle(mode, kwargs):
     """Nothing of a step waits for the cyclic garbage collector: a cycle
