@@ -373,19 +373,22 @@ class DepthDynamicResNet(ResNet):
         """Replace the BatchNorm2d of every block that nets reach with
         different inputs by a :class:`PrivateStatsBatchNorm2d`. The stem and
         a common leading part see one input and keep plain BatchNorm."""
-        for mod_name, module in self.named_modules():
-            if (isinstance(module, (_NormBase, nn.GroupNorm, nn.LayerNorm))
-                    and type(module) is not nn.BatchNorm2d):
-                raise TypeError(
-                    "private_norm='stats' supports BatchNorm2d (norm_cfg "
-                    f"type='BN') only; {mod_name} is {type(module).__name__}")
         for (stage, block), groups in self._input_groups().items():
             if len(groups) == 1:
                 continue
-            block_module = getattr(self, self.res_layers[stage])[block]
+            name = f'{self.res_layers[stage]}.{block}'
+            block_module = self.get_submodule(name)
             norms = []
             for mod_name, module in list(block_module.named_modules()):
                 if type(module) is not nn.BatchNorm2d:
+                    if isinstance(module, (_NormBase, nn.GroupNorm,
+                                           nn.LayerNorm)):
+                        raise TypeError(
+                            "private_norm='stats' (the default) keeps "
+                            'running statistics per net for BatchNorm2d '
+                            "(norm_cfg type='BN') only; "
+                            f'{name}.{mod_name} is {type(module).__name__}: '
+                            'set private_norm=False to share it between nets')
                     continue
                 parent_name, _, child = mod_name.rpartition('.')
                 parent = (block_module.get_submodule(parent_name)

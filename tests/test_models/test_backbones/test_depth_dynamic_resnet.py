@@ -281,7 +281,10 @@ def test_forward_nets_defaults_and_unknown_net():
      r"private_norm=True supports BatchNorm2d.*is GroupNorm"),
     (dict(sub_depths=[[2, 2, 2, 2]], private_norm='stats',
           norm_cfg=dict(type='GN', num_groups=2)), TypeError,
-     r"private_norm='stats' supports BatchNorm2d.*is GroupNorm"),
+     r"private_norm='stats' \(the default\).*BatchNorm2d.*layer2\.0\.gn1 is "
+     r'GroupNorm: set private_norm=False'),
+    # Nothing to keep per net: any norm.
+    (dict(norm_cfg=dict(type='GN', num_groups=2)), None, None),
     (dict(private_norm='weights'), ValueError,
      r"private_norm must be False, 'stats' or True, got 'weights'"),
     (dict(private_norm=1), ValueError, r'private_norm must be.*got 1'),
