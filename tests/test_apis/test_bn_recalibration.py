@@ -70,7 +70,7 @@ def test_exact_cumulative_average(tmp_path):
 def test_batches_are_prepared_as_in_training(tmp_path, monkeypatch):
     """Augmentation in the data preprocessor (mmekd.GPUAugmentPreprocessor
     of the fast data path) applies: the network was trained on statistics
-    of augmented batches. (Clean batches cost a CIFAR-100 DDNN 2.5 points.)
+    of augmented batches. (Clean batches cost a CIFAR-100 DDNN 2.4 points.)
     """
     model, _ = tiny(tmp_path)
     flags = []

@@ -155,15 +155,13 @@ class PrivateStatsBatchNorm2d(nn.BatchNorm2d):
         if FULL_NET not in groups[0]:
             raise ValueError(f'the first group must hold {FULL_NET!r}, got '
                              f'{[list(g) for g in groups]}')
-        self.stats_of = {}  # net -> key in sub_stats (None: own buffers)
+        # net -> key of its set in sub_stats (None: the module's own buffers)
+        self.stats_of = dict.fromkeys(groups[0])
         sub_stats = {}
-        for group in groups:
-            key = None if group is groups[0] else group[0]
-            if key is not None:
-                sub_stats[key] = nn.BatchNorm2d(
-                    norm.num_features, norm.eps, norm.momentum, affine=False)
-            for net in group:
-                self.stats_of[net] = key
+        for group in groups[1:]:
+            sub_stats[group[0]] = nn.BatchNorm2d(
+                norm.num_features, norm.eps, norm.momentum, affine=False)
+            self.stats_of.update(dict.fromkeys(group, group[0]))
         self.sub_stats = nn.ModuleDict(sub_stats)
         _take_over(self, norm)
 
