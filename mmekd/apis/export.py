@@ -24,6 +24,7 @@ from mmekd.models.backbones import (DepthDynamicResNet,
                                     PrivateStatsBatchNorm2d)
 from mmekd.models.utils import FULL_NET
 from mmekd.utils.checkpoint_keys import split_private_stats, warn_shared_stats
+from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
 
 # Arguments of our backbone / head that a plain single-net model lacks.
 _DYNAMIC_BACKBONE_KEYS = ('type', 'sub_depths', 'block_choice',
@@ -333,24 +334,45 @@ def read_checkpoint(checkpoint: str) -> Tuple[dict, dict]:
 def trained_nets(meta: dict) -> Optional[Dict[str, tuple]]:
     """``{net: block indices per stage}`` of the model a checkpoint was
     trained as (read from the config MMEngine stores in ``meta['cfg']``), or
-    None when the checkpoint does not say."""
+    None when the checkpoint does not say.
+
+    The stored config text is read as data (:func:`read_literal_config`),
+    never executed: a checkpoint is not trusted to run code.
+
+    Raises:
+        ExportError: ``meta['cfg']`` is not a config of literal
+            assignments.
+    """
     text = meta.get('cfg')
     if not isinstance(text, str):
         return None
     try:
-        cfg = Config.fromstring(text, '.py')
-        backbone_cfg = cfg.model.backbone
-    except Exception:  # an unreadable / foreign config: cannot tell
+        cfg = read_literal_config(text)
+    except LiteralConfigError as e:
+        raise ExportError(
+            "the config stored in the checkpoint (meta['cfg']) is not plain "
+            f'data ({e}); it was not executed. A checkpoint written by '
+            'MMEngine stores only literal assignments: this one was altered '
+            'or comes from elsewhere. Do not use it, or remove its '
+            "meta['cfg'] if you trust its weights.") from None
+    backbone_cfg = (cfg.get('model') or {}).get('backbone')
+    if not isinstance(backbone_cfg, dict):
         return None
-    backbone_cfg = copy.deepcopy(backbone_cfg)
+    backbone_cfg = ConfigDict(backbone_cfg)
     backbone_cfg.pop('init_cfg', None)
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    try:
-        with DefaultScope.overwrite_default_scope('mmpretrain'):
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        cls = MODELS.get(backbone_cfg.get('type')) if isinstance(
+            backbone_cfg.get('type'), str) else None
+        # Only ResNets are rebuilt from a checkpoint's config: their
+        # constructors take numbers and allocate layers, nothing else.
+        if not (isinstance(cls, type) and issubclass(cls, ResNet)):
+            return None
+        try:
             backbone = MODELS.build(backbone_cfg)
-    except Exception:
-        return None
+        except Exception:
+            return None
     if hasattr(backbone, 'net_blocks'):
         return dict(backbone.net_blocks)
     if hasattr(backbone, 'stage_blocks'):  # a plain ResNet: one net

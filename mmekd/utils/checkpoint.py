@@ -3,70 +3,33 @@
 
 Torch loads with ``weights_only=True``: only tensors, containers and an
 allow-list of globals are unpickled. MMEngine's own checkpoints carry a few
-harmless classes (its ``HistoryBuffer`` log history, numpy arrays and
+harmless objects (its ``HistoryBuffer`` log history, numpy arrays and
 scalars), which mmengine 0.10.7 does not allow-list, so ``--resume`` and
-``tools/test.py`` fail. :func:`safe_load` adds exactly those classes to the
-allow-list. Anything else (a pickled function, a class that runs code when
-rebuilt) is refused with :class:`UnsafeCheckpointError`; there is no fallback
-to unrestricted unpickling.
+``tools/test.py`` fail. :func:`safe_load` allow-lists exactly the names they
+pickle through, mapped to inert stand-ins that are rebuilt from validated
+data after unpickling (:mod:`mmekd.utils.safe_objects`): no numpy or
+mmengine code runs on the file's bytes. Anything else (a pickled function,
+a class that runs code when rebuilt, an object dtype) is refused with
+:class:`UnsafeCheckpointError`; there is no fallback to unrestricted
+unpickling.
 """
 import os
 import os.path as osp
 import pickle
 from typing import Any, List
 
-import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint holds objects that are not on the allow-list."""
-
-
-def _numpy_globals() -> List[Any]:
-    """Numpy classes and functions an array or scalar unpickles through."""
-    try:
-        from numpy._core.multiarray import _reconstruct, scalar
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct, scalar
-    dtype_classes = [type(np.dtype(t)) for t in (
-        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
-        np.uint16, np.uint32, np.uint64, np.float16, np.float32, np.float64,
-        np.complex64, np.complex128, np.str_, np.bytes_, np.object_)]
-    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
-
-
-def _history_buffer_getattr(obj: Any, name: str) -> Any:
-    """The only ``getattr`` a checkpoint may call.
-
-    ``HistoryBuffer.__getstate__`` saves its statistics methods, and pickle
-    protocol 2 (``torch.save``'s default) writes each of them as
-    ``getattr(HistoryBuffer, 'mean')``. Anything else is refused.
-    """
-    if obj is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
-        return getattr(obj, name)
-    raise pickle.UnpicklingError(
-        f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
-
-
-def _empty_bytes(*args) -> bytes:
-    """``bytes()``: protocol 2 pickles ``b''`` (the buffer of an empty numpy
-    array) as a call to ``bytes`` without arguments; nothing else is
-    allowed."""
-    if args:
-        raise pickle.UnpicklingError(
-            f'bytes{args!r} is not allowed in a checkpoint')
-    return b''
+from .safe_objects import UnsafeCheckpointError, materialize, stand_ins
 
 
 def allowed_globals() -> List[Any]:
-    """The globals, beyond torch's defaults, a checkpoint may contain."""
-    return [
-        HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'),
-        (_empty_bytes, 'builtins.bytes'), *_numpy_globals()
-    ]
+    """The globals, beyond torch's defaults, a checkpoint may contain: the
+    names numpy arrays/scalars and mmengine's ``HistoryBuffer`` pickle
+    through, each mapped to an inert stand-in (see
+    :mod:`mmekd.utils.safe_objects`)."""
+    return stand_ins()
 
 
 def safe_load(f, map_location=None) -> Any:
@@ -83,7 +46,12 @@ def safe_load(f, map_location=None) -> Any:
     name = f if isinstance(f, str) else getattr(f, 'name', repr(f))
     try:
         with torch.serialization.safe_globals(allowed_globals()):
-            return torch.load(f, map_location=map_location, weights_only=True)
+            loaded = torch.load(
+                f, map_location=map_location, weights_only=True)
+        return materialize(loaded)
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(
+            f'Refusing to load checkpoint {name}: {e}') from None
     except pickle.UnpicklingError as e:
         # Keep the line naming the refused global, not torch's generic advice.
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
@@ -97,7 +65,8 @@ def safe_load(f, map_location=None) -> Any:
             'numbers, numpy arrays, mmengine HistoryBuffer), so unpickling '
             'it could run arbitrary code. Only load checkpoints you trust; '
             f'torch said: {detail}') from None
-    except (RuntimeError, EOFError, KeyError, ValueError) as e:
+    except (RuntimeError, EOFError, KeyError, ValueError, TypeError,
+            IndexError, MemoryError, RecursionError) as e:
         # Zip reader errors, or a legacy/garbage stream the unpickler chokes
         # on (e.g. KeyError for a memo lookup in random bytes).
         raise RuntimeError(
@@ -108,6 +77,10 @@ def safe_load(f, map_location=None) -> Any:
 
 def _load_from_local(filename: str, map_location=None):
     filename = osp.expanduser(filename)
+    if osp.isdir(filename):
+        raise IsADirectoryError(
+            f'checkpoint {filename} is a directory, not a checkpoint file '
+            '(give the .pth file inside it)')
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} does not exist')
     return safe_load(filename, map_location=map_location)

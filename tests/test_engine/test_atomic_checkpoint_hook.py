@@ -133,3 +133,70 @@ def test_best_checkpoint_is_written_atomically(tmp_path, monkeypatch):
     assert 'best_loss_iter_0.pth' in names
     assert all(src.endswith('.tmp') or 'last_checkpoint' in dst
                for src, dst in renamed)
+
+
+def _best_hook(runner):
+    runner.train_loop  # build the loop, then fake evaluations
+    runner.call_hook('before_train')
+    return next(h for h in runner.hooks
+                if type(h).__name__ == 'AtomicCheckpointHook')
+
+
+def test_kill_during_best_save_keeps_previous_best(tmp_path, monkeypatch):
+    """MMEngine removes the previous best checkpoint before writing the
+    new one: a kill in between lost the best model. Now the old one goes
+    only after the new one is complete, and the interrupted save's temp
+    file is removed when training restarts."""
+    runner = _runner(tmp_path, 'mmekd.AtomicCheckpointHook',
+                     save_best='loss', rule='less')
+    hook = _best_hook(runner)
+    hook.after_val_epoch(runner, dict(loss=1.0))
+    first = osp.join(str(tmp_path), 'best_loss_iter_0.pth')
+    assert osp.isfile(first)
+
+    put = LocalBackend.put
+
+    def dying_put(self, obj, filepath):  # killed half-way through the write
+        with open(filepath, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        raise Crash
+
+    monkeypatch.setattr(LocalBackend, 'put', dying_put)
+    runner.train_loop._iter = 2
+    with pytest.raises(Crash):
+        hook.after_val_epoch(runner, dict(loss=0.5))
+    monkeypatch.setattr(LocalBackend, 'put', put)
+    assert osp.isfile(first), 'the previous best checkpoint was deleted'
+    assert safe_load(first)['meta']['iter'] == 0
+    assert osp.exists(str(tmp_path / 'best_loss_iter_2.pth.tmp'))
+
+    restarted = _runner(tmp_path, 'mmekd.AtomicCheckpointHook',
+                        save_best='loss', rule='less')
+    _best_hook(restarted)
+    assert not [f for f in os.listdir(tmp_path) if '.tmp' in f]
+    assert osp.isfile(first)
+
+
+def test_new_best_replaces_previous_best(tmp_path):
+    runner = _runner(tmp_path, 'mmekd.AtomicCheckpointHook',
+                     save_best='loss', rule='less')
+    hook = _best_hook(runner)
+    hook.after_val_epoch(runner, dict(loss=1.0))
+    runner.train_loop._iter = 2
+    hook.after_val_epoch(runner, dict(loss=0.5))
+    best = sorted(f for f in os.listdir(tmp_path) if f.startswith('best'))
+    assert best == ['best_loss_iter_2.pth'], best
+
+
+def test_nonfinite_model_is_never_saved(tmp_path):
+    from mmekd.utils.finite import NonFiniteStateError
+    runner = _runner(tmp_path, 'mmekd.AtomicCheckpointHook',
+                     save_best='loss', rule='less')
+    hook = _best_hook(runner)
+    with torch.no_grad():
+        runner.model.fc.bias.fill_(float('nan'))
+    with pytest.raises(NonFiniteStateError,
+                       match=r'NaN or infinite values in 1 of 2 tensors: '
+                       r'fc\.bias\. Not saving best_loss_iter_0\.pth'):
+        hook.after_val_epoch(runner, dict(loss=0.0))
+    assert not [f for f in os.listdir(tmp_path) if '.pth' in f]

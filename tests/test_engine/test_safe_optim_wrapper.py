@@ -213,3 +213,44 @@ def test_memory_efficient_ddnn_step_is_guarded(mode, at_iteration,
         torch.testing.assert_close(
             after[0][name], before[0][name], rtol=0, atol=0)
     _assert_same(({}, after[1]), ({}, before[1]))
+
+
+@pytest.mark.parametrize('step_mode', ['simple', 'memory_efficient'])
+def test_skipped_step_leaves_every_tensor_as_before(step_mode, at_iteration,
+                                                    tiny_ddnn_cfg):
+    """A NaN sample under ``skip``: the forward had already written NaN
+    into the BatchNorm running statistics (and counted the batch). Every
+    tensor of the model (buffers included) and the optimizer state must
+    equal their values before the skipped step, and training goes on."""
+    from mmekd.registry import MODELS
+    model = MODELS.build(dict(tiny_ddnn_cfg, train_step_mode=step_mode))
+    model.init_weights()
+    wrapper = _wrapper(model, on_nonfinite='skip')
+    at_iteration(3)
+    model.train_step(_ddnn_batch(nan=False), wrapper)
+    before = _snapshot(model, wrapper)
+    at_iteration(4)
+    model.train_step(_ddnn_batch(nan=True), wrapper)
+    assert wrapper.num_skipped == 1
+    assert wrapper.skipped[0].startswith('iteration 5 (epoch 1)')
+    _assert_same(_snapshot(model, wrapper), before)
+    at_iteration(5)
+    model.train_step(_ddnn_batch(nan=False), wrapper)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values()
+               if v.is_floating_point())
+
+
+def test_max_skipped_has_a_finite_default_and_names_the_skips(at_iteration):
+    model = ToyModel()
+    wrapper = _wrapper(model, on_nonfinite='skip')
+    assert wrapper.max_skipped == 10
+    model.bad = float('nan')
+    for i in range(10):
+        at_iteration(i)
+        model.train_step(_data(), wrapper)
+    at_iteration(10)
+    with pytest.raises(NonFiniteLossError,
+                       match=r'11 iterations skipped for a non-finite loss, '
+                       r'more than max_skipped=10 .*iteration 11 \(epoch 1\): '
+                       r'loss_b=nan'):
+        model.train_step(_data(), wrapper)

@@ -2,14 +2,22 @@
 """A CheckpointHook whose files are never left half-written."""
 import os
 import os.path as osp
+import re
 from contextlib import contextmanager
 
 from mmengine.dist import is_main_process
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
 from mmekd.registry import HOOKS
 from mmekd.utils.atomic_save import atomic_write, fsync_and_replace
+from mmekd.utils.finite import check_finite
+
+# What an interrupted save leaves: ``<name>.pth.tmp`` (a checkpoint) and
+# ``last_checkpoint.tmp<pid>``.
+_STALE_TMP = re.compile(r'(\.pth\.tmp|^last_checkpoint\.tmp\d+)$')
 
 
 @HOOKS.register_module()
@@ -26,9 +34,17 @@ class AtomicCheckpointHook(CheckpointHook):
     1. writes every checkpoint (regular and ``save_best``) to
        ``<name>.tmp``, fsyncs it and renames it over ``<name>``;
     2. rewrites ``last_checkpoint`` the same way;
-    3. removes outdated checkpoints only after 1 and 2.
+    3. removes outdated checkpoints only after 1 and 2, and the previous
+       best checkpoint only after the new best one is complete;
+    4. refuses to save a model whose parameters or buffers hold NaN or
+       infinite values (:class:`mmekd.utils.finite.NonFiniteStateError`,
+       naming the tensors), so a diverged model is never kept as a
+       checkpoint, let alone as the best one;
+    5. removes temp files an interrupted save left behind when training
+       (re)starts.
 
-    So at any moment ``last_checkpoint`` names a complete file. Remote
+    So at any moment ``last_checkpoint`` names a complete file, and a best
+    checkpoint exists once one was saved. Remote
     back-ends (``backend_args``/``s3://``...) keep MMEngine's behaviour.
     Arguments are those of :class:`CheckpointHook`.
     """
@@ -36,8 +52,29 @@ class AtomicCheckpointHook(CheckpointHook):
     def _is_local(self) -> bool:
         return isinstance(self.file_backend, LocalBackend)
 
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if not (self._is_local() and is_main_process()):
+            return
+        for folder in {self.out_dir, runner.work_dir}:
+            if not osp.isdir(folder):
+                continue
+            for name in sorted(os.listdir(folder)):
+                if _STALE_TMP.search(name):
+                    os.remove(osp.join(folder, name))
+                    print_log(
+                        f'Removed {osp.join(folder, name)}, left by a save '
+                        'that was interrupted', logger='current')
+
     def _save_atomic(self, runner, filename: str, **kwargs) -> None:
         """``runner.save_checkpoint(out_dir, filename)`` via a temp file."""
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        check_finite(
+            model.state_dict(), f'The model at iteration {runner.iter}',
+            advice=f'Not saving {filename}: training diverged. Resume from '
+            'an earlier checkpoint with a lower learning rate or gradient '
+            'clipping.')
         tmp_name = f'{filename}.tmp'
         type(runner).save_checkpoint(runner, self.out_dir, tmp_name,
                                      **kwargs)
@@ -63,10 +100,28 @@ class AtomicCheckpointHook(CheckpointHook):
         finally:
             del runner.save_checkpoint  # back to the class's method
 
+    @contextmanager
+    def _deferred_removals(self):
+        """Collect the parent's removals of the previous best checkpoint
+        (it removes before it saves) and carry them out afterwards."""
+        removed = []
+        backend = self.file_backend
+        backend.remove = removed.append
+        try:
+            yield
+        finally:
+            del backend.remove  # back to the class's method
+        # Only reached when the new best checkpoint was saved.
+        current = {getattr(self, 'best_ckpt_path', None),
+                   *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for path in removed:
+            if path not in current and osp.isfile(path):
+                os.remove(path)
+
     def _save_best_checkpoint(self, runner, metrics) -> None:
         if not self._is_local():
             return super()._save_best_checkpoint(runner, metrics)
-        with self._atomic_runner_saves(runner):
+        with self._deferred_removals(), self._atomic_runner_saves(runner):
             super()._save_best_checkpoint(runner, metrics)
 
     def _save_checkpoint_with_step(self, runner, step, meta):

@@ -1,7 +1,7 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """An optimizer wrapper that refuses (or skips) non-finite losses."""
 from contextlib import contextmanager
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -26,9 +26,13 @@ class SafeOptimWrapper(OptimWrapper):
     :class:`NonFiniteLossError`, naming the iteration and every non-finite
     loss term (``on_nonfinite='stop'``), or drops the iteration: no
     backward, no optimizer step, no change to the weights or to the
-    optimizer state (``on_nonfinite='skip'``). Skipped iterations are
-    counted in :attr:`num_skipped`, logged, and training stops once more
-    than ``max_skipped`` have been skipped.
+    optimizer state (``on_nonfinite='skip'``). A skipped iteration leaves
+    the model exactly as it was before it: its forward already updated the
+    BatchNorm running statistics (with the non-finite batch), so every
+    buffer is restored from a copy taken when the iteration's forward began.
+    Skipped iterations are counted in :attr:`num_skipped`, logged, and
+    training stops once more than ``max_skipped`` have been skipped, with a
+    message naming the skipped iterations and their non-finite terms.
 
     The loss terms are read from the model's ``forward(mode='loss')`` output
     (a forward hook active only inside :meth:`optim_context`, i.e. in
@@ -43,8 +47,9 @@ class SafeOptimWrapper(OptimWrapper):
     Args:
         optimizer (torch.optim.Optimizer): As for :class:`OptimWrapper`.
         on_nonfinite (str): ``'stop'`` (default) or ``'skip'``.
-        max_skipped (int, optional): With ``'skip'``, stop after this many
-            skipped iterations in total. ``None`` (default): no limit.
+        max_skipped (int, optional): With ``'skip'``, stop once more than
+            this many iterations were skipped in total. Defaults to 10;
+            ``None``: no limit.
         **kwargs: Other arguments of :class:`OptimWrapper`
             (``accumulative_counts``, ``clip_grad``).
     """
@@ -52,7 +57,7 @@ class SafeOptimWrapper(OptimWrapper):
     def __init__(self,
                  optimizer: torch.optim.Optimizer,
                  on_nonfinite: str = 'stop',
-                 max_skipped: Optional[int] = None,
+                 max_skipped: Optional[int] = 10,
                  **kwargs):
         if on_nonfinite not in ON_NONFINITE:
             raise ValueError(f'on_nonfinite must be one of {ON_NONFINITE}, '
@@ -65,6 +70,8 @@ class SafeOptimWrapper(OptimWrapper):
         self.on_nonfinite = on_nonfinite
         self.max_skipped = max_skipped
         self.num_skipped = 0
+        self.skipped: List[str] = []  # where and why, one per skip
+        self._buffers_before: Optional[List[tuple]] = None
         self._loss_terms: Optional[Dict[str, torch.Tensor]] = None
         self._window_has_grad = False
 
@@ -76,6 +83,11 @@ class SafeOptimWrapper(OptimWrapper):
     def optim_context(self, model: nn.Module):
         """:meth:`OptimWrapper.optim_context`, recording the loss terms."""
         handle = model.register_forward_hook(self._record_loss_terms)
+        if self.on_nonfinite == 'skip':
+            # The forward updates BatchNorm statistics before the loss can
+            # be checked: keep what a skip has to restore.
+            self._buffers_before = [(b, b.detach().clone())
+                                    for b in model.buffers()]
         try:
             with super().optim_context(model):
                 yield
@@ -130,6 +142,7 @@ class SafeOptimWrapper(OptimWrapper):
             if self.should_update():
                 self._window_has_grad = False
             self._loss_terms = None  # do not keep the graph alive
+            self._buffers_before = None
 
     def _handle_nonfinite(self, loss: torch.Tensor, zero_kwargs: dict):
         self._stop_or_count_skip(self._describe(loss))
@@ -149,11 +162,16 @@ class SafeOptimWrapper(OptimWrapper):
                 'gradients (optim_wrapper.clip_grad=dict(max_norm=...)) or '
                 "skip such iterations (optim_wrapper.on_nonfinite='skip')")
         self.num_skipped += 1
+        self.skipped.append(what)
+        self._restore_buffers()
         if self.max_skipped is not None and \
                 self.num_skipped > self.max_skipped:
+            shown = '; '.join(self.skipped[-5:])
             raise NonFiniteLossError(
-                f'Non-finite loss at {what}: {self.num_skipped} iterations '
-                f'skipped, more than max_skipped={self.max_skipped}')
+                f'{self.num_skipped} iterations skipped for a non-finite '
+                f'loss, more than max_skipped={self.max_skipped} (raise it '
+                'in optim_wrapper, or lower the learning rate / clip '
+                f'gradients). The last ones: {shown}')
         print_log(
             f'Non-finite loss at {what}; iteration skipped (no update), '
             f'{self.num_skipped} skipped so far',
@@ -161,6 +179,16 @@ class SafeOptimWrapper(OptimWrapper):
             level=30)
         MessageHub.get_current_instance().update_info(
             'nonfinite_skipped', self.num_skipped)
+
+    def _restore_buffers(self) -> None:
+        """Put every buffer (BatchNorm statistics and counters) back to its
+        value before this iteration's forward."""
+        if self._buffers_before is None:
+            return
+        with torch.no_grad():
+            for buffer, before in self._buffers_before:
+                buffer.copy_(before)
+        self._buffers_before = None
 
     def check_backpropagated(self, loss: torch.Tensor,
                              loss_terms: Dict[str, torch.Tensor]) -> bool:
@@ -177,6 +205,7 @@ class SafeOptimWrapper(OptimWrapper):
         """
         if self._is_finite(loss):
             self._window_has_grad = True
+            self._buffers_before = None
             return True
         self._loss_terms = loss_terms
         try:

@@ -1,0 +1,125 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""Hostile checkpoint contents, built as an attacker would build them.
+
+Each payload is an object whose pickle, once unpickled by a loader that
+trusts numpy's or mmengine's own rebuild functions, runs a shell command,
+crashes the process or breaks the resumed run. ``write(path, kind, payload)``
+stores one in any of the file formats a user can be handed.
+"""
+import io
+import os
+import pickle
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+try:
+    from numpy._core.multiarray import _reconstruct, scalar
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct, scalar
+
+
+class RunsShell:
+    """Unpickling this runs ``touch MARKER``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+class Dtype:
+    """Pickles as ``numpy.dtype(name, False, True)`` with ``state``."""
+
+    def __init__(self, name, state):
+        self.name, self.state = name, state
+
+    def __reduce__(self):
+        return (np.dtype, (self.name, False, True), self.state)
+
+
+class Scalar:
+    """Pickles as ``numpy._core.multiarray.scalar(dtype, data)``."""
+
+    def __init__(self, dtype, data):
+        self.dtype, self.data = dtype, data
+
+    def __reduce__(self):
+        return (scalar, (self.dtype, self.data))
+
+
+class Array:
+    """Pickles as ``_reconstruct(ndarray, (0,), b'b')`` + ``state``."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def __reduce__(self):
+        return (_reconstruct, (np.ndarray, (0, ), b'b'), self.state)
+
+
+OBJECT_STATE = (3, '|', None, None, None, 8, 8, 63)  # numpy's, for 'O8'
+CLEARED = (3, '|', None, None, None, 8, 8, 0)  # object flags cleared
+
+
+def numpy_payloads():
+    """``{name: object}``: numpy objects that must never be rebuilt."""
+    f8 = np.dtype('f8').__reduce__()[2]
+    return {
+        # The probe's crash: object flags cleared, 8 bytes as a pointer.
+        'object_scalar_cleared_flags': Scalar(Dtype('O8', CLEARED),
+                                              b'AAAAAAAA'),
+        'object_scalar': Scalar(Dtype('O8', OBJECT_STATE), b'AAAAAAAA'),
+        'float_dtype_with_object_flags': Scalar(
+            Dtype('f8', f8[:7] + (63, )), b'AAAAAAAA'),
+        'object_array_cleared_flags': Array(
+            (1, (2, ), Dtype('O8', CLEARED), False, b'A' * 16)),
+        'absurd_shape': Array(
+            (1, (2**40, 2**40), Dtype('f8', f8), False, b'A' * 8)),
+        'negative_shape': Array(
+            (1, (-1, ), Dtype('f8', f8), False, b'A' * 8)),
+        'array_data_too_short': Array(
+            (1, (1000, ), Dtype('f8', f8), False, b'A' * 8)),
+        'scalar_data_too_short': Scalar(Dtype('f8', f8), b'AAA'),
+        'huge_string_dtype': Scalar(
+            Dtype('U99999999', (3, '<', None, None, None, 399999996, 4, 8)),
+            b'A' * 8),
+        'void_dtype': Scalar(
+            Dtype('V8', (3, '|', None, None, None, 8, 1, 0)), b'A' * 8),
+    }
+
+
+def history_buffer_payloads():
+    """``{name: HistoryBuffer}``: buffers whose state replaces methods."""
+    override = HistoryBuffer([1.0], [1])
+    override.mean = np.dtype('f8')  # the resumed logger calls mean()
+    swapped = HistoryBuffer([1.0], [1])
+    swapped._statistics_methods = {'mean': HistoryBuffer.max}
+    return {
+        'buffer_method_override': override,
+        'buffer_statistics_swap': swapped,
+    }
+
+
+def write(path, kind: str, payload) -> None:
+    """Write ``{'state_dict': {}, 'meta': {}, 'payload': payload}`` as a
+    torch zip file (``'zip'``), a legacy torch file (``'legacy'``) or a
+    plain pickle (``'pickle'``)."""
+    obj = dict(state_dict={'w': torch.zeros(1)}, meta={}, payload=payload)
+    if kind == 'zip':
+        torch.save(obj, path)
+    elif kind == 'legacy':
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    elif kind == 'pickle':
+        with open(path, 'wb') as f:
+            pickle.dump(obj, f, protocol=2)
+    else:
+        raise ValueError(kind)
+
+
+def dumps(payload) -> bytes:
+    buf = io.BytesIO()
+    torch.save(dict(payload=payload), buf)
+    return buf.getvalue()
