@@ -13,6 +13,7 @@ import argparse
 import sys
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
+from mmekd.utils import CheckpointMismatchError, NonFiniteStateError
 from mmekd.apis import ExportError, export_to_files
 
 
@@ -48,7 +49,8 @@ def main():
             args.out_dir,
             name=args.name,
             recalibrate_bn=args.recalibrate_bn)
-    except (ExportError, FileNotFoundError) as e:
+    except (ExportError, FileNotFoundError, IsADirectoryError,
+            NonFiniteStateError, CheckpointMismatchError) as e:
         sys.exit(f'export_subnet: error: {e}')
     print(f'config:     {cfg_path}\ncheckpoint: {ckpt_path}')
 

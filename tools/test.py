@@ -13,7 +13,8 @@ import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.engine.hooks import CheckpointKeysHook
 from mmekd.evaluation import format_net_table
 from mmekd.models.utils import recalibrate_bn
-from mmekd.utils import (CheckpointMismatchError, UnsafeCheckpointError,
+from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
+                         UnsafeCheckpointError,
                          apply_dataloader_defaults, setup_cpu_distributed)
 
 
@@ -70,6 +71,9 @@ def merge_args(cfg: Config, args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
+    if osp.isdir(args.checkpoint):
+        raise SystemExit(f'checkpoint {args.checkpoint} is a directory, not '
+                         'a checkpoint file (give the .pth file inside it)')
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
     cfg.load_from = args.checkpoint
@@ -115,7 +119,8 @@ def main():
             runner.logger.info(f'BatchNorm statistics of {net} recalibrated '
                                f'on {args.recalibrate_bn} training batches')
         metrics = runner.test()
-    except (CheckpointMismatchError, UnsafeCheckpointError) as e:
+    except (CheckpointMismatchError, UnsafeCheckpointError,
+            NonFiniteStateError) as e:
         runner.logger.error(str(e))
         raise SystemExit(f'error: {e}') from None
     if args.out and args.out_item == 'metrics':

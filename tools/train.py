@@ -11,10 +11,10 @@ from mmengine.runner import Runner
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.engine.optim import NonFiniteLossError
 from mmekd.evaluation import format_net_table
-from mmekd.utils import (CheckpointMismatchError, UnsafeCheckpointError,
-                         apply_dataloader_defaults,
+from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
+                         UnsafeCheckpointError, apply_dataloader_defaults,
                          apply_safe_training_defaults, check_amp_device,
-                         enable_amp, setup_cpu_distributed)
+                         enable_amp, safe_load, setup_cpu_distributed)
 
 
 def parse_args():
@@ -71,6 +71,44 @@ def parse_args():
     return args
 
 
+def report_auto_resume(work_dir: str) -> None:
+    """Say what ``--resume`` without a path will do in ``work_dir``."""
+    last = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(last):
+        print(f'--resume: no checkpoint found in {work_dir} (no '
+              'last_checkpoint file): training starts from scratch.',
+              flush=True)
+        return
+    with open(last) as f:
+        path = f.read().strip()
+    if not osp.isfile(path):
+        raise SystemExit(f'--resume: {last} names {path}, which does not '
+                         'exist; give the checkpoint to resume from with '
+                         '--resume PATH')
+    print(f'--resume: resuming from {path}', flush=True)
+
+
+def check_resume_checkpoint(path: str) -> None:
+    """Refuse a ``--resume PATH`` that cannot resume a run, with the
+    reason (missing, a directory, or weights without training state)."""
+    if osp.isdir(path):
+        raise SystemExit(f'--resume: {path} is a directory, not a '
+                         'checkpoint file (give the .pth file inside it, or '
+                         '--resume without a path to take the latest '
+                         'checkpoint of the work directory)')
+    if not osp.isfile(path):
+        raise SystemExit(f'--resume: checkpoint {path} does not exist')
+    ckpt = safe_load(path, map_location='cpu', mmap=True)
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    if not (isinstance(meta, dict) and 'epoch' in meta and 'iter' in meta
+            and 'state_dict' in ckpt):
+        raise SystemExit(
+            f'--resume: {path} is not a training checkpoint (it has no '
+            "'meta' with the epoch and iteration, only weights), so there "
+            'is no run to resume. To start training from these weights, '
+            f'use --cfg-options load_from={path} without --resume.')
+
+
 def merge_args(cfg: Config, args) -> Config:
     """Merge command-line arguments into the config."""
     if args.no_validate:
@@ -88,10 +126,9 @@ def merge_args(cfg: Config, args) -> Config:
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
+        report_auto_resume(cfg.work_dir)
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume: checkpoint {args.resume} does not '
-                             'exist')
+        check_resume_checkpoint(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
     if args.auto_scale_lr:
@@ -129,8 +166,8 @@ def main():
         runner = RUNNERS.build(cfg)
     try:
         runner.train()
-    except (NonFiniteLossError, CheckpointMismatchError,
-            UnsafeCheckpointError) as e:
+    except (NonFiniteLossError, NonFiniteStateError, CheckpointMismatchError,
+            UnsafeCheckpointError, IsADirectoryError) as e:
         runner.logger.error(str(e))
         raise SystemExit(f'error: {e}') from None
 

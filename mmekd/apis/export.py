@@ -24,6 +24,7 @@ from mmekd.models.backbones import (DepthDynamicResNet,
                                     PrivateStatsBatchNorm2d)
 from mmekd.models.utils import FULL_NET
 from mmekd.utils.checkpoint_keys import split_private_stats, warn_shared_stats
+from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
 
 # Arguments of our backbone / head that a plain single-net model lacks.
@@ -396,6 +397,9 @@ def load_ddnn_model(config, checkpoint: Optional[str] = None) -> nn.Module:
     if checkpoint is not None:
         state_dict, meta = read_checkpoint(checkpoint)
         check_state_dict(model, state_dict, f'checkpoint {checkpoint}')
+        check_finite(state_dict, f'Checkpoint {checkpoint}',
+                     advice='It was saved after training diverged: export '
+                     'or test an earlier checkpoint.')
         model.load_state_dict(state_dict, strict=True)
         model.checkpoint_meta = meta
     return model

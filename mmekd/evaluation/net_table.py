@@ -4,6 +4,7 @@ import re
 from typing import Dict, Optional
 
 import torch.nn as nn
+from mmengine.model import is_model_wrapper
 
 _NET_KEY = re.compile(
     r'^(?:(?P<prefix>.+)/)?(?P<net>full|sub\d+)/top(?P<k>\d+)$')
@@ -25,8 +26,8 @@ def format_net_table(metrics: Dict[str, float],
 
     Args:
         metrics (dict): Evaluation results with ``<net>/top<k>`` keys.
-        model (nn.Module, optional): The DDNN model, to show each net's
-            blocks per stage.
+        model (nn.Module, optional): The DDNN model (or its DDP wrapper), to
+            show each net's blocks per stage.
 
     Returns:
         str: The table, or an empty string when ``metrics`` has no per-net
@@ -36,6 +37,8 @@ def format_net_table(metrics: Dict[str, float],
     if not table:
         return ''
     ks = sorted({k for accs in table.values() for k in accs})
+    if model is not None and is_model_wrapper(model):  # DDP: the model
+        model = model.module
     backbone = getattr(model, 'backbone', None)
     header = ['net', 'blocks per stage'] + [f'top-{k} (%)' for k in ks]
     lines = ['| ' + ' | '.join(header) + ' |',

@@ -16,6 +16,7 @@ unpickling.
 import os
 import os.path as osp
 import pickle
+import zipfile
 from typing import Any, List
 
 import torch
@@ -32,22 +33,29 @@ def allowed_globals() -> List[Any]:
     return stand_ins()
 
 
-def safe_load(f, map_location=None) -> Any:
+def safe_load(f, map_location=None, mmap: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True`` and mmengine's allow-list.
 
     Args:
         f: A path or a file-like object.
         map_location: As for :func:`torch.load`.
+        mmap (bool): Map the tensors' storage instead of reading it (a zip
+            checkpoint given by path; others are read). Defaults to False.
 
     Raises:
         UnsafeCheckpointError: The checkpoint contains something that is not
             allow-listed (e.g. a pickled callable); nothing of it is run.
     """
     name = f if isinstance(f, str) else getattr(f, 'name', repr(f))
+    if isinstance(f, str) and osp.isdir(f):
+        raise IsADirectoryError(
+            f'checkpoint {f} is a directory, not a checkpoint file (give the '
+            '.pth file inside it)')
     try:
         with torch.serialization.safe_globals(allowed_globals()):
+            mmap = mmap and isinstance(f, str) and zipfile.is_zipfile(f)
             loaded = torch.load(
-                f, map_location=map_location, weights_only=True)
+                f, map_location=map_location, weights_only=True, mmap=mmap)
         return materialize(loaded)
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(
@@ -75,15 +83,35 @@ def safe_load(f, map_location=None) -> Any:
             f'{str(e).splitlines()[0] if str(e) else ""})') from None
 
 
+# The state dict of the checkpoint last read by the loaders below and its
+# file name, so that a later refusal can name the file.
+_last_loaded: List[Any] = [None, None]
+
+
+def _remember(ckpt: Any, filename: str) -> Any:
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    _last_loaded[:] = [state, filename]
+    return ckpt
+
+
+def loaded_from(state_dict: Any) -> str:
+    """``'checkpoint <file>'`` if ``state_dict`` (or a copy of it with
+    revised keys, same length) came from the last file loaded, else
+    ``'the checkpoint'``."""
+    last, name = _last_loaded
+    if last is not None and (state_dict is last or (
+            isinstance(last, dict) and isinstance(state_dict, dict)
+            and len(last) == len(state_dict))):
+        return f'checkpoint {name}'
+    return 'the checkpoint'
+
+
 def _load_from_local(filename: str, map_location=None):
     filename = osp.expanduser(filename)
-    if osp.isdir(filename):
-        raise IsADirectoryError(
-            f'checkpoint {filename} is a directory, not a checkpoint file '
-            '(give the .pth file inside it)')
-    if not osp.isfile(filename):
+    if not osp.exists(filename):
         raise FileNotFoundError(f'checkpoint {filename} does not exist')
-    return safe_load(filename, map_location=map_location)
+    return _remember(safe_load(filename, map_location=map_location),
+                     filename)
 
 
 def _load_from_http(filename: str, map_location=None, model_dir=None):
@@ -105,7 +133,7 @@ def _load_from_http(filename: str, map_location=None, model_dir=None):
             download_url_to_file(filename, cached, progress=rank == 0)
         if world_size > 1 and turn == 0:
             torch_dist.barrier()
-    return safe_load(cached, map_location=map_location)
+    return _remember(safe_load(cached, map_location=map_location), filename)
 
 
 def register_safe_checkpoint_loader() -> None:
@@ -114,9 +142,14 @@ def register_safe_checkpoint_loader() -> None:
 
     Replaces mmengine's loaders for local paths (scheme ``''``), used by
     ``load_from``, ``--resume``, ``tools/test.py`` and ``init_cfg``
-    ``Pretrained``, and for ``http://``/``https://`` URLs.
+    ``Pretrained``, and for ``http://``/``https://`` URLs; and check what
+    is loaded into a model (:func:`mmekd.utils.checkpoint_keys.check_fit`:
+    it must fit at least half of the model's tensors, and hold no NaN or
+    infinity).
     """
     CheckpointLoader.register_scheme(
         prefixes='', loader=_load_from_local, force=True)
     CheckpointLoader.register_scheme(
         prefixes=('http://', 'https://'), loader=_load_from_http, force=True)
+    from .checkpoint_keys import register_checked_loading
+    register_checked_loading()

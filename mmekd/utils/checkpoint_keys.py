@@ -1,6 +1,9 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Compare a checkpoint's state dict with a model before loading it."""
+import functools
+import os
 import re
+from contextlib import contextmanager
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -119,3 +122,107 @@ def check_state_dict(model: nn.Module,
         raise CheckpointMismatchError('\n'.join(parts))
     warn_shared_stats(shared_stats, source)
     return unexpected
+
+
+# ---------------------------------------------------------------------- #
+# every load into a model (load_from, init_cfg=Pretrained, get_model)
+# ---------------------------------------------------------------------- #
+PARTIAL_LOAD_ENV = 'MMEKD_ALLOW_PARTIAL_LOAD'
+MIN_MATCHED_FRACTION = 0.5
+MAX_RESHAPED = 8
+_partial_load = [False]
+
+
+@contextmanager
+def allow_partial_load():
+    """Within this context, a checkpoint that fits less than half of a
+    model's values still loads (with MMEngine's warning). Setting the
+    environment variable ``MMEKD_ALLOW_PARTIAL_LOAD=1`` does the same for a
+    whole run (e.g. ``MMEKD_ALLOW_PARTIAL_LOAD=1 python tools/train.py
+    ...``)."""
+    before = _partial_load[0]
+    _partial_load[0] = True
+    try:
+        yield
+    finally:
+        _partial_load[0] = before
+
+
+def _prefixes(keys, depth: int = 2, limit: int = 8) -> str:
+    found = []
+    for k in keys:
+        p = '.'.join(k.split('.')[:depth])
+        if p not in found:
+            found.append(p)
+    return ', '.join(found[:limit]) + (', ...' if len(found) > limit else '')
+
+
+def check_fit(module: nn.Module, state_dict: Dict[str, torch.Tensor],
+              source: str = 'the checkpoint') -> None:
+    """Raise :class:`CheckpointMismatchError` when the tensors of
+    ``state_dict`` with the name and shape of one of ``module``'s cover
+    less than half of the module's values, or when more than 8 (and 5 %)
+    of its tensors have another shape there, unless
+    partial loads are allowed (:func:`allow_partial_load`); raise
+    :class:`mmekd.utils.finite.NonFiniteStateError` when a tensor that
+    would be loaded holds NaN or infinite values."""
+    from mmengine.model import is_model_wrapper
+
+    from .finite import check_finite
+    while is_model_wrapper(module):
+        module = module.module
+    own = module.state_dict()
+    matched = [
+        k for k in own if k in state_dict and isinstance(
+            state_dict[k], torch.Tensor)
+        and tuple(state_dict[k].shape) == tuple(own[k].shape)
+    ]
+    allowed = _partial_load[0] or os.environ.get(PARTIAL_LOAD_ENV) == '1'
+    # Weighted by size: a checkpoint of another depth still fits many
+    # BatchNorm vectors by shape, but none of the convolutions.
+    total = sum(v.numel() for v in own.values())
+    fitting = sum(own[k].numel() for k in matched)
+    # A new classifier (other num_classes) changes a few shapes; another
+    # architecture changes many (ResNet-50 in ResNet-34: 31 of 263).
+    reshaped = [
+        k for k in own if k in state_dict and isinstance(
+            state_dict[k], torch.Tensor)
+        and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    too_little = total and fitting < MIN_MATCHED_FRACTION * total
+    too_many = len(reshaped) > max(MAX_RESHAPED, 0.05 * len(own))
+    if (too_little or too_many) and not allowed:
+        raise CheckpointMismatchError(
+            f'{source} does not fit {type(module).__name__}: '
+            f'{len(matched)} of the model\'s {len(own)} tensors '
+            f'({100 * fitting / total:.1f} % of its values) have a tensor '
+            f'of the same name and shape in it ({len(state_dict)} tensors; '
+            f'{len(reshaped)} of the same name have another shape'
+            f'{", e.g. " + reshaped[0] if reshaped else ""}). The model '
+            f'expects keys like {_prefixes(own)}; the checkpoint has '
+            f'{_prefixes(state_dict)}. Is it a checkpoint of another '
+            'architecture? For an intended partial load set '
+            f'{PARTIAL_LOAD_ENV}=1 (or use mmekd.utils.allow_partial_load()).')
+    check_finite(
+        {k: state_dict[k]
+         for k in matched}, source.capitalize() if source[:1].islower()
+        else source, advice='It was saved after training diverged: use an '
+        'earlier checkpoint.')
+
+
+def register_checked_loading() -> None:
+    """Make MMEngine's ``load_state_dict`` (behind ``load_from``,
+    ``--resume``, ``init_cfg=Pretrained`` with or without ``prefix``,
+    ``load_checkpoint`` and ``mmpretrain.get_model(pretrained=...)``) call
+    :func:`check_fit` first."""
+    from mmengine.runner import checkpoint as mm_ckpt
+    original = getattr(mm_ckpt.load_state_dict, '__wrapped__',
+                       mm_ckpt.load_state_dict)
+
+    @functools.wraps(original)
+    def load_state_dict(module, state_dict, strict=False, logger=None):
+        from .checkpoint import loaded_from
+        check_fit(module, state_dict, loaded_from(state_dict))
+        return original(module, state_dict, strict, logger)
+
+    mm_ckpt.load_state_dict = load_state_dict

@@ -11,6 +11,7 @@ parameters include the classifier.
 """
 import argparse
 import csv
+import json
 import os
 import os.path as osp
 from typing import Dict, List, Optional
@@ -32,7 +33,8 @@ def parse_args():
     parser.add_argument(
         '--results',
         help='metrics JSON of tools/test.py (--out X.json --out-item '
-        'metrics) with <net>/top1 keys')
+        'metrics) with <net>/top1 keys. Only JSON is read: a pickle (.pkl) '
+        'is refused, since unpickling a file can run code')
     parser.add_argument(
         '--shape',
         type=int,
@@ -47,9 +49,23 @@ def parse_args():
 
 
 def load_results(path: Optional[str]) -> Dict[str, Dict[int, float]]:
+    """``{net: {k: top-k}}`` from a metrics JSON file (read as JSON data,
+    whatever its name; nothing else is accepted)."""
     if path is None:
         return {}
-    results = per_net_metrics(mmengine.load(path))
+    try:
+        with open(path, encoding='utf-8') as f:
+            metrics = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(
+            f'--results: {path} is not a JSON file ({type(e).__name__}). '
+            'Only JSON is read (a pickle could run code when loaded): write '
+            'it with tools/test.py CONFIG CKPT --out results.json '
+            '--out-item metrics') from None
+    if not isinstance(metrics, dict):
+        raise SystemExit(f'--results: {path} must hold a JSON object of '
+                         f'metrics, got {type(metrics).__name__}')
+    results = per_net_metrics(metrics)
     if not results:
         raise SystemExit(f'{path} has no <net>/top<k> metrics; write it with '
                          'tools/test.py --out X.json --out-item metrics')

@@ -16,6 +16,7 @@ import torch
 from mmengine.config import Config
 
 import mmekd  # noqa: F401
+from mmekd.utils import CheckpointMismatchError, NonFiniteStateError
 from mmekd.apis import (ExportError, build_model, check_net,
                         check_net_in_checkpoint, export_onnx, export_subnet,
                         input_size, load_config, load_ddnn_model,
@@ -49,7 +50,8 @@ def main():
         check_net(model, args.net)
         check_net_in_checkpoint(model, args.net)
         plain_cfg, state_dict = export_subnet(model, args.net, cfg)
-    except (ExportError, FileNotFoundError) as e:
+    except (ExportError, FileNotFoundError, IsADirectoryError,
+            NonFiniteStateError, CheckpointMismatchError) as e:
         sys.exit(f'export_onnx: error: {e}')
     plain = build_model(Config(dict(model=plain_cfg)))
     plain.load_state_dict(state_dict, strict=True)

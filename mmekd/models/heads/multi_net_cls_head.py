@@ -8,6 +8,7 @@ from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
 from ..utils import FULL_NET
+from ..utils.numbers import config_number
 
 
 @MODELS.register_module()
@@ -43,6 +44,11 @@ class MultiNetClsHead(LinearClsHead):
                              f'{net_names}')
         self.net_names = net_names
         self.private_fc = private_fc
+        if hasattr(self.loss_module, 'loss_weight'):
+            config_number(self.loss_module.loss_weight,
+                          f'head.loss.loss_weight '
+                          f'({type(self.loss_module).__name__})')
+        self._labels_checked = False
         if private_fc:
             self.sub_fcs = nn.ModuleDict({
                 name: nn.Linear(in_channels, num_classes)
@@ -77,11 +83,38 @@ class MultiNetClsHead(LinearClsHead):
                 feats: Tuple[torch.Tensor],
                 net: str = FULL_NET) -> torch.Tensor:
         """Class scores of ``net`` from its (pooled) features."""
-        return self.classifier(net)(self.pre_logits(feats))
+        x = self.pre_logits(feats)
+        if x.dim() != 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'head.in_channels={self.in_channels}, but the features of '
+                f'net {net!r} (backbone + neck output) have shape '
+                f'{tuple(x.shape)}: set model.head.in_channels='
+                f'{x.shape[1] if x.dim() == 2 else "<channels>"}' + (
+                    '' if x.dim() == 2 else ' and pool the features (e.g. '
+                    "neck=dict(type='GlobalAveragePooling'))"))
+        return self.classifier(net)(x)
+
+    def _check_labels(self, data_samples: List[DataSample]) -> None:
+        """Once, at the first batch: every label is a class index of this
+        head (one read of two numbers; later batches are not checked)."""
+        labels = [s.gt_label for s in data_samples if 'gt_label' in s]
+        if not labels:
+            return
+        labels = torch.cat([torch.as_tensor(x).reshape(-1) for x in labels])
+        lo, hi = (int(v) for v in torch.stack([labels.min(), labels.max()]))
+        if lo < 0 or hi >= self.num_classes:
+            raise ValueError(
+                f'the batch has label {hi if hi >= self.num_classes else lo}'
+                f', but head.num_classes={self.num_classes} (labels must be '
+                f'0..{self.num_classes - 1}): set model.head.num_classes to '
+                "the dataset's number of classes")
+        self._labels_checked = True
 
     def loss_by_net(self, cls_score: torch.Tensor,
                     data_samples: List[DataSample]) -> torch.Tensor:
         """The classification loss (``loss`` config) of one net's scores."""
+        if not self._labels_checked:
+            self._check_labels(data_samples)
         return self._get_loss(cls_score, data_samples)['loss']
 
     def predict_scores(

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmekd.registry import MODELS
+from ..utils.numbers import config_number
 
 
 def attention_map(feat: torch.Tensor, p: float = 2.0,
@@ -62,11 +63,10 @@ class AttentionTransferLoss(nn.Module):
         if mode not in ('activation', 'spatial_softmax'):
             raise ValueError("mode must be 'activation' or "
                              f"'spatial_softmax', got {mode!r}")
-        if not p > 0:
-            raise ValueError(f'p must be > 0, got {p!r}')
-        self.p = float(p)
+        self.p = config_number(p, 'AttentionTransferLoss.p', positive=True)
         self.mode = mode
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = config_number(
+            loss_weight, 'AttentionTransferLoss.loss_weight')
 
     def forward(
         self, student_feats: Union[torch.Tensor, Sequence[torch.Tensor]],

@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmekd.registry import MODELS
+from ..utils.numbers import config_number
 
 
 @MODELS.register_module()
@@ -31,13 +32,12 @@ class KLDivLoss(nn.Module):
                  loss_weight: float = 1.0,
                  reduction: str = 'batchmean'):
         super().__init__()
-        if not tau > 0:
-            raise ValueError(f'tau must be > 0, got {tau!r}')
         if reduction not in ('batchmean', 'sum', 'none'):
             raise ValueError("reduction must be 'batchmean', 'sum' or "
                              f"'none', got {reduction!r}")
-        self.tau = float(tau)
-        self.loss_weight = float(loss_weight)
+        self.tau = config_number(tau, 'KLDivLoss.tau', positive=True)
+        self.loss_weight = config_number(loss_weight,
+                                         'KLDivLoss.loss_weight')
         self.reduction = reduction
 
     def forward(self, student_logits: torch.Tensor,
