@@ -98,7 +98,10 @@ def check_resume_checkpoint(path: str) -> None:
                          'checkpoint of the work directory)')
     if not osp.isfile(path):
         raise SystemExit(f'--resume: checkpoint {path} does not exist')
-    ckpt = safe_load(path, map_location='cpu', mmap=True)
+    try:
+        ckpt = safe_load(path, map_location='cpu', mmap=True)
+    except (UnsafeCheckpointError, RuntimeError) as e:
+        raise SystemExit(f'--resume: {e}') from None
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     if not (isinstance(meta, dict) and 'epoch' in meta and 'iter' in meta
             and 'state_dict' in ckpt):

@@ -332,7 +332,8 @@ def read_checkpoint(checkpoint: str) -> Tuple[dict, dict]:
     return state_dict, dict(meta or {})
 
 
-def trained_nets(meta: dict) -> Optional[Dict[str, tuple]]:
+def trained_nets(meta: dict, source: str = 'the checkpoint'
+                 ) -> Optional[Dict[str, tuple]]:
     """``{net: block indices per stage}`` of the model a checkpoint was
     trained as (read from the config MMEngine stores in ``meta['cfg']``), or
     None when the checkpoint does not say.
@@ -351,7 +352,7 @@ def trained_nets(meta: dict) -> Optional[Dict[str, tuple]]:
         cfg = read_literal_config(text)
     except LiteralConfigError as e:
         raise ExportError(
-            "the config stored in the checkpoint (meta['cfg']) is not plain "
+            f"the config stored in {source} (meta['cfg']) is not plain "
             f'data ({e}); it was not executed. A checkpoint written by '
             'MMEngine stores only literal assignments: this one was altered '
             'or comes from elsewhere. Do not use it, or remove its '
@@ -402,6 +403,7 @@ def load_ddnn_model(config, checkpoint: Optional[str] = None) -> nn.Module:
                      'or test an earlier checkpoint.')
         model.load_state_dict(state_dict, strict=True)
         model.checkpoint_meta = meta
+        model.checkpoint_path = checkpoint
     return model
 
 
@@ -409,7 +411,9 @@ def check_net_in_checkpoint(model: nn.Module, net: str) -> None:
     """Raise :class:`ExportError` if the checkpoint loaded by
     :func:`load_ddnn_model` was trained without ``net`` (same blocks)."""
     check_net(model, net)
-    nets = trained_nets(getattr(model, 'checkpoint_meta', {}))
+    path = getattr(model, 'checkpoint_path', None)
+    nets = trained_nets(getattr(model, 'checkpoint_meta', {}),
+                        f'checkpoint {path}' if path else 'the checkpoint')
     if nets is None:
         return
     blocks = _unwrap(model).backbone.net_blocks[net]
