@@ -36,6 +36,12 @@ def test_metafile_is_consistent():
         assert isinstance(m['Metadata']['FLOPs'], int)
         assert isinstance(m['Metadata']['Parameters'], int)
         assert 'Weights' not in m  # nothing published yet
+    # ... and the metafile says so, with what to do instead.
+    with open(osp.join(root, 'configs', 'ddnn', 'metafile.yml')) as f:
+        text = f.read()
+    assert 'NO WEIGHTS ARE PUBLISHED YET' in text
+    assert 'python tools/train.py configs/ddnn/NAME.py' in text
+    assert "pretrained='work_dirs/NAME/epoch_N.pth'" in text
 
 
 def test_metafile_costs_are_the_tools():
