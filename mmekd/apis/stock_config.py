@@ -241,11 +241,11 @@ def stock_training_machinery(d: dict, notes: List[str]) -> dict:
     preprocessors in config dict ``d`` (in place) by their stock bases."""
     from mmpretrain.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
     hooks = d.get('default_hooks') or {}
-    for name in list(hooks):
+    for name in [n for n, h in hooks.items() if _is_mmekd_type(h)]:
         new = stock_component(hooks[name], HOOKS, f'default_hooks.{name}',
                               notes)
         if new is None:
-            hooks.pop(name)
+            hooks.pop(name)  # (None would disable MMEngine's default)
         else:
             hooks[name] = new
     custom = [

@@ -27,7 +27,8 @@ DEMO = osp.join(REPO, 'configs', 'ddnn_demo_digits.py')
 SAFE_DEMO = """
 _base_ = [{demo!r}]
 optim_wrapper = dict(type='mmekd.SafeOptimWrapper', on_nonfinite='stop')
-default_hooks = dict(checkpoint=dict(type='mmekd.AtomicCheckpointHook'))
+default_hooks = dict(checkpoint=dict(type='mmekd.AtomicCheckpointHook'),
+                     sampler_seed=None)
 custom_hooks = [dict(type='mmekd.CheckpointKeysHook')]
 """
 
@@ -121,6 +122,7 @@ def test_exported_config_is_stock(exported):
     assert 'custom_imports' not in cfg
     assert cfg.default_hooks.checkpoint.type == 'CheckpointHook'
     assert 'exact_resume' not in cfg.default_hooks
+    assert cfg.default_hooks.sampler_seed is None  # still disabled
     assert cfg.custom_hooks == []
     assert cfg.optim_wrapper == dict(
         type='OptimWrapper', optimizer=Config.fromfile(

@@ -1,4 +1,6 @@
 # Copyright (c) mmekd contributors. All rights reserved.
+import ast
+import glob
 import importlib.metadata
 import os.path as osp
 import sys
@@ -102,3 +104,32 @@ def test_keeps_mmengine_where_pkg_resources_exists(monkeypatch):
     monkeypatch.setattr(utils_module, 'is_installed', other)
     assert register_package_lookup(force=True) is True
     assert utils_module.is_installed is other
+
+
+TOOLS = sorted(
+    glob.glob(osp.join(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__)))), 'tools', '**', '*.py'), recursive=True))
+
+
+@pytest.mark.parametrize('tool', TOOLS, ids=osp.basename)
+def test_every_tool_imports_mmekd_before_reading_configs(tool):
+    # The lookup is installed by `import mmekd`: a tool that reads a config
+    # must import mmekd at module level (before its main() parses it).
+    tree = ast.parse(open(tool).read())
+    top_level = {
+        alias.name.split('.')[0]
+        for node in tree.body if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        node.module.split('.')[0]
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    reads_configs = any(
+        isinstance(node, ast.Attribute) and node.attr in ('fromfile', )
+        or isinstance(node, ast.Name) and node.id in ('Config', 'load_config')
+        for node in ast.walk(tree))
+    if reads_configs:
+        assert 'mmekd' in top_level, tool
+    else:  # it hands configs to tools/train.py (reproduce_cifar100.py)
+        assert 'mmekd' in top_level or "'train.py'" in open(tool).read(), tool
