@@ -281,9 +281,10 @@ def stock_dataloaders(d: dict, folders: Dict[str, dict],
         if isinstance(d.get(key), dict) and isinstance(
                 d[key].get('dataset'), dict):
             d[key] = _stock_loader(d[key], key, folders.get(key), notes)
-    for name in ('dataset_type', ):
-        if str(d.get(name, '')).startswith('mmekd.'):
-            d.pop(name)  # a base config's variable, no longer used
+    if str(d.get('dataset_type', '')).startswith('mmekd.'):
+        # A base config's variable, already substituted into the loaders.
+        notes.append(f"dropped the variable dataset_type={d['dataset_type']!r}")
+        d.pop('dataset_type')
     return d
 
 
