@@ -3,7 +3,9 @@
 MMPretrain config + checkpoint.
 
 A net with the blocks of a standard ResNet becomes MMPretrain's ``ResNet`` /
-``ResNet_CIFAR`` classifier, loadable without mmekd::
+``ResNet_CIFAR`` classifier; the config's hooks, wrappers and datasets
+become stock MMEngine / MMPretrain ones, so that the exported net tests,
+infers and fine-tunes without mmekd::
 
     python tools/export_subnet.py configs/ddnn_r34_cifar100.py ddnn.pth \\
         --net sub0 work_dirs/export
@@ -36,6 +38,14 @@ def parse_args():
         metavar='N',
         help='recompute the BatchNorm statistics of the net on N batches of '
         'the train_dataloader before exporting (default: 0, keep them)')
+    parser.add_argument(
+        '--data-dir',
+        metavar='DIR',
+        help='write the images of every dataloader\'s dataset to DIR and let '
+        'the exported config read them with MMPretrain\'s CustomDataset '
+        '(default: only datasets without a stock MMPretrain counterpart, '
+        'e.g. mmekd.Digits, are written, to OUT_DIR/<name>_data; '
+        'mmekd.CIFAR10/100 become MMPretrain\'s CIFAR10/100)')
     return parser.parse_args()
 
 
@@ -48,7 +58,8 @@ def main():
             args.net,
             args.out_dir,
             name=args.name,
-            recalibrate_bn=args.recalibrate_bn)
+            recalibrate_bn=args.recalibrate_bn,
+            data_dir=args.data_dir)
     except (ExportError, FileNotFoundError, IsADirectoryError,
             NonFiniteStateError, CheckpointMismatchError) as e:
         sys.exit(f'export_subnet: error: {e}')

@@ -1,6 +1,6 @@
 # ddnn-ekd_resnet34_1xb128-17e_cifar100: the full net (resnet34) of the DDNN
 # of ../ddnn_r34_cifar100.py, trained with the recipe of the measured
-# CIFAR-100 comparison (README, "CIFAR-100 on one H100"): 17 epochs, cosine
+# CIFAR-100 comparison (docs/results.md, "CIFAR-100 on one H100"): 17 epochs, cosine
 # lr, the fast data path (../ddnn_r34_cifar100_fastdata.py), validation = the
 # last 50 training images of every class. The measured run trained in bf16
 # mixed precision: tools/train.py CONFIG --amp --cfg-options

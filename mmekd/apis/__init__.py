@@ -9,7 +9,8 @@ from .export import (ExportError, build_model, check_net,
                      load_config, load_ddnn_model, net_arch_name, net_depth,
                      plain_model_cfg, read_checkpoint, standard_depth,
                      trained_nets)
-from .model_zoo import model_index_path, register_model_zoo
+from .model_zoo import (UnpublishedWeightsError, model_index_path,
+                         register_model_zoo, unpublished_weights_message)
 from .onnx_export import LogitsModel, export_onnx, onnx_logits, verify_onnx
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     'exported_checkpoint',
     'exported_config', 'load_config', 'load_ddnn_model', 'net_arch_name',
     'net_depth', 'plain_model_cfg', 'read_checkpoint', 'standard_depth',
-    'trained_nets', 'model_index_path', 'register_model_zoo', 'LogitsModel',
+    'trained_nets', 'model_index_path', 'register_model_zoo',
+    'UnpublishedWeightsError', 'unpublished_weights_message', 'LogitsModel',
     'export_onnx', 'onnx_logits', 'verify_onnx'
 ]

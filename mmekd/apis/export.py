@@ -27,6 +27,10 @@ from mmekd.utils.checkpoint_keys import split_private_stats, warn_shared_stats
 from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
 
+from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
+                           stock_dataloaders, stock_training_machinery,
+                           write_image_folder)
+
 # Arguments of our backbone / head that a plain single-net model lacks.
 _DYNAMIC_BACKBONE_KEYS = ('type', 'sub_depths', 'block_choice',
                           'private_norm', 'stage_blocks', 'init_cfg')
@@ -426,14 +430,28 @@ def check_net_in_checkpoint(model: nn.Module, net: str) -> None:
             'this net')
 
 
-def exported_config(config, plain_cfg: dict,
-                    header: str = '') -> Tuple[Config, str]:
+def exported_config(config, plain_cfg: dict, header: str = '',
+                    folders: Optional[Dict[str, dict]] = None
+                    ) -> Tuple[Config, str]:
     """The standalone config of an exported net: ``config`` with the plain
-    model, single-net evaluators and no mmekd training machinery.
+    model, single-net evaluators, and stock MMEngine / MMPretrain components
+    in place of mmekd's (see :mod:`mmekd.apis.stock_config`).
+
+    Args:
+        config (str | Config): The DDNN config.
+        plain_cfg (dict): The exported model (:func:`plain_model_cfg`).
+        header (str): Comment lines for the top of the file.
+        folders (dict, optional): Loader key -> ``CustomDataset`` config of
+            the images written for it (:func:`write_image_folder`).
 
     Returns:
-        tuple[Config, str]: The config and its text (``header`` as comments,
-        then the config), ready to be written to a ``.py`` file.
+        tuple[Config, str]: The config and its text (``header`` and the
+        notes on every replaced component as comments, then the config),
+        ready to be written to a ``.py`` file.
+
+    Raises:
+        ExportError: A ``mmekd.`` type is left outside a model that needs
+            mmekd (e.g. a dataset with no stock counterpart and no folder).
     """
     src = load_config(config)
     d = src.to_dict()
@@ -443,37 +461,27 @@ def exported_config(config, plain_cfg: dict,
     for key in ('val_evaluator', 'test_evaluator'):
         if key in d:
             d[key] = _single_net_evaluator(d[key])
-    hooks = d.get('custom_hooks') or []
-    kept = [
-        h for h in hooks if not str(h.get('type', '')).startswith('mmekd.')
-    ]
-    if len(kept) != len(hooks):
-        notes.append('dropped DDNN training hooks: ' + ', '.join(
-            h['type'] for h in hooks if h not in kept))
-        d['custom_hooks'] = kept
+    stock_training_machinery(d, notes)
+    stock_dataloaders(d, folders or {}, notes)
     for key in ('load_from', 'resume', 'work_dir'):
         d.pop(key, None)
     d['load_from'] = None
-    needs_mmekd = 'mmekd.' in repr(d['model']) or any(
-        str(m.get('type', '')).startswith('mmekd.')
-        for key in ('val_evaluator', 'test_evaluator')
-        for m in _as_list(d.get(key)))
+    needs_mmekd = bool(mmekd_types(d['model']))
+    left = [(f, t) for f, t in mmekd_types(d)
+            if not (needs_mmekd and f.startswith('model.'))]
+    if left:
+        raise ExportError(
+            'the exported config would still need mmekd for '
+            + ', '.join(f'{f}={t!r}' for f, t in left)
+            + ': these have no stock MMPretrain counterpart (write the data '
+            'as image files: tools/export_subnet.py --data-dir)')
     if needs_mmekd:
         d['custom_imports'] = dict(
             imports=['mmekd'], allow_failed_imports=False)
+        notes.append('the backbone is not a standard ResNet depth: this '
+                     'model needs mmekd (pip install mmekd)')
     else:
         d.pop('custom_imports', None)
-    datasets = sorted({
-        d[k]['dataset']['type']
-        for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-        if isinstance(d.get(k), dict) and isinstance(
-            d[k].get('dataset'), dict) and str(d[k]['dataset'].get(
-                'type', '')).startswith('mmekd.')
-    })
-    if datasets:
-        notes.append(f'the datasets {datasets} are mmekd classes (pip install '
-                     'mmekd to train/test on them); the model itself '
-                     f'{"needs" if needs_mmekd else "does not need"} mmekd')
     cfg = Config(d)
     lines = [f'# {line}' if line else '#' for line in header.splitlines()]
     lines += [f'# Note: {n}' for n in notes]
@@ -548,7 +556,8 @@ def export_to_files(config,
                     net: str,
                     out_dir: str,
                     name: Optional[str] = None,
-                    recalibrate_bn: int = 0) -> Tuple[str, str]:
+                    recalibrate_bn: int = 0,
+                    data_dir: Optional[str] = None) -> Tuple[str, str]:
     """Export ``net`` of a DDNN config + checkpoint as ``<name>.py`` and
     ``<name>.pth`` in ``out_dir`` (what ``tools/export_subnet.py`` does).
 
@@ -564,6 +573,12 @@ def export_to_files(config,
         recalibrate_bn (int): Recompute the net's BatchNorm statistics on
             this many batches of the config's ``train_dataloader`` before
             exporting (0: keep the checkpoint's).
+        data_dir (str, optional): Write the images of every dataloader's
+            dataset here and let the exported config read them with
+            ``CustomDataset``. Defaults to None: only datasets without a
+            stock MMPretrain counterpart (e.g. ``mmekd.Digits``) are
+            written, to ``<out_dir>/<name>_data``; ``mmekd.CIFAR10/100``
+            become MMPretrain's ``CIFAR10/100``.
 
     Returns:
         tuple[str, str]: Paths of the written config and checkpoint.
@@ -604,7 +619,16 @@ def export_to_files(config,
               'mmekd (tools/export_subnet.py).\n'
               + (f'BatchNorm statistics recalibrated on {recalibrate_bn} '
                  'training batches.\n' if recalibrate_bn else ''))
-    _, text = exported_config(cfg, plain_cfg, header)
+    to_write = image_folder_datasets(cfg, all_datasets=data_dir is not None)
+    root = data_dir or osp.join(out_dir, f'{name}_data')
+    names = folder_names(to_write)
+    written = {}
+    for key, dataset in to_write.items():
+        if names[key] not in written:
+            written[names[key]] = write_image_folder(dataset, root,
+                                                     names[key])
+    folders = {key: written[names[key]] for key in to_write}
+    _, text = exported_config(cfg, plain_cfg, header, folders)
     ckpt = exported_checkpoint(state_dict, model.checkpoint_meta, info)
     os.makedirs(out_dir, exist_ok=True)
     cfg_path = osp.join(out_dir, f'{name}.py')

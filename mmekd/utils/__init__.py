@@ -3,6 +3,8 @@ from .checkpoint import (UnsafeCheckpointError, allowed_globals,
                          register_safe_checkpoint_loader, safe_load)
 from .compat import (is_dynamo_safe_version_fn,
                      register_dynamo_safe_version_checks)
+from .package_lookup import (is_package_lookup_registered,
+                             register_package_lookup)
 from .run_config import (apply_dataloader_defaults, check_amp_device,
                          enable_amp)
 
@@ -10,7 +12,8 @@ __all__ = [
     'UnsafeCheckpointError', 'allowed_globals', 'safe_load',
     'register_safe_checkpoint_loader', 'apply_dataloader_defaults',
     'enable_amp', 'check_amp_device', 'register_dynamo_safe_version_checks',
-    'is_dynamo_safe_version_fn'
+    'is_dynamo_safe_version_fn', 'register_package_lookup',
+    'is_package_lookup_registered'
 ]
 from .atomic_save import atomic_write, fsync_and_replace  # noqa: E402
 from .checkpoint_keys import (CheckpointMismatchError,  # noqa: E402

@@ -36,6 +36,12 @@ def test_metafile_is_consistent():
         assert isinstance(m['Metadata']['FLOPs'], int)
         assert isinstance(m['Metadata']['Parameters'], int)
         assert 'Weights' not in m  # nothing published yet
+    # ... and the metafile says so, with what to do instead.
+    with open(osp.join(root, 'configs', 'ddnn', 'metafile.yml')) as f:
+        text = f.read()
+    assert 'NO WEIGHTS ARE PUBLISHED YET' in text
+    assert 'python tools/train.py configs/ddnn/NAME.py' in text
+    assert "pretrained='work_dirs/NAME/epoch_N.pth'" in text
 
 
 def test_metafile_costs_are_the_tools():
@@ -72,3 +78,27 @@ def test_get_model_by_name(tmp_path):
         x, ['full'])[0]['full'], atol=1e-3)
     with pytest.raises(ValueError, match='Failed to find model'):
         mmpretrain.get_model('ddnn-ekd_resnet99_digits')
+
+
+def test_pretrained_true_names_the_training_command():
+    import mmekd
+    mmekd.apis.register_model_zoo()  # the README's snippet, as written
+    with pytest.raises(mmekd.apis.UnpublishedWeightsError) as err:
+        mmpretrain.get_model(DIGITS, pretrained=True)
+    msg = str(err.value)
+    assert f'No pretrained weights are published for {DIGITS!r}' in msg
+    assert f'python tools/train.py configs/ddnn/{DIGITS}.py' in msg
+    # Epochs from the metafile name the last checkpoint of that run.
+    assert f"pretrained='work_dirs/{DIGITS}/epoch_12.pth'" in msg
+    index, root = model_index_path()
+    assert osp.isfile(osp.join(root, 'configs', 'ddnn', f'{DIGITS}.py'))
+    # Every mmekd entry fails the same way; MMPretrain's own keep theirs.
+    from mmpretrain.apis import ModelHub
+    for name in mmpretrain.list_models('ddnn-ekd*'):
+        assert ModelHub.get(name).weights.startswith('mmekd-unpublished://')
+    assert ModelHub.get('resnet18_8xb16_cifar10').weights.startswith('https')
+    # An inferencer (pretrained=True by default) fails with the same message.
+    from mmpretrain import ImageClassificationInferencer
+    with pytest.raises(mmekd.apis.UnpublishedWeightsError,
+                       match='tools/train.py'):
+        ImageClassificationInferencer(DIGITS)

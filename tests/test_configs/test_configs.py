@@ -22,6 +22,7 @@ EXPECTED_NETS = {
     'ddnn_r34_imagenet.py': [[3, 4, 6, 3], [2, 2, 2, 2]],
     'ddnn_r50_imagenet.py': [[3, 4, 6, 3], [2, 2, 2, 2], [3, 4, 4, 3]],
     'ddnn_demo_digits.py': [[3, 4, 6, 3], [2, 2, 2, 2], [1, 1, 1, 1]],
+    'ddnn_from_mmpretrain_resnet34_cifar10.py': [[3, 4, 6, 3], [2, 2, 2, 2]],
 }
 
 

@@ -1,0 +1,22 @@
+# MMPretrain's own CIFAR-10 ResNet-34 recipe (resnet34_8xb16_cifar10: model,
+# data pipeline, schedule, runtime) turned into a DDNN + EKD run: ResNet-34
+# [3,4,6,3] containing ResNet-18 [2,2,2,2], trained together with the default
+# distillation (KL + attention). Only the lines below differ from the stock
+# config. CIFAR-10 is read from local files in the standard
+# `cifar-10-batches-py/` layout (data/cifar10 or $CIFAR10_ROOT), no download.
+_base_ = ['mmpretrain::resnet/resnet34_8xb16_cifar10.py']
+
+model = dict(
+    type='mmekd.DDNNClassifier',
+    backbone=dict(
+        type='mmekd.DepthDynamicResNetCIFAR',
+        sub_depths=[[2, 2, 2, 2]],
+        out_indices=(0, 1, 2, 3)),  # attention distillation on every stage
+    head=dict(type='mmekd.MultiNetClsHead'))
+
+data_root = '{{$CIFAR10_ROOT:data/cifar10}}'
+train_dataloader = dict(dataset=dict(type='mmekd.CIFAR10', data_root=data_root))
+val_dataloader = dict(dataset=dict(type='mmekd.CIFAR10', data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, ))
+test_evaluator = val_evaluator
