@@ -19,10 +19,10 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.models import ResNet
 
 from mmekd.models.backbones import (DepthDynamicResNet,
-                                    DepthDynamicResNetCIFAR,
-                                    PrivateBatchNorm2d,
-                                    PrivateStatsBatchNorm2d)
-from mmekd.models.utils import FULL_NET
+                                    DepthDynamicResNetCIFAR)
+from mmekd.models.backbones.per_net_norm import (PER_NET_NORMS,
+                                                 private_net_of_key)
+from mmekd.models.utils import FULL_NET, UnknownNetError, check_net_name
 from mmekd.utils.checkpoint_keys import split_private_stats, warn_shared_stats
 from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
@@ -66,10 +66,10 @@ def _check_exportable(model: nn.Module) -> None:
 def check_net(model: nn.Module, net: str) -> str:
     """Return ``net`` if ``model`` has it, else raise :class:`ExportError`
     naming the nets it has."""
-    names = list(_unwrap(model).backbone.net_names)
-    if net not in names:
-        raise ExportError(f'unknown net {net!r}; this model has {names}')
-    return net
+    try:
+        return check_net_name(net, _unwrap(model).backbone.net_names)
+    except UnknownNetError as e:
+        raise ExportError(str(e)) from None
 
 
 def standard_depth(block: type, blocks_per_stage: Sequence[int]
@@ -184,15 +184,10 @@ def _source_key(model: nn.Module, net: str, key: str) -> str:
     if net == FULL_NET:
         return key
     module = model.get_submodule(module_name)
-    if isinstance(module, PrivateBatchNorm2d):
-        return f'{module_name}.sub_norms.{net}.{tensor_name}'
-    if (isinstance(module, PrivateStatsBatchNorm2d)
-            and module.stats_of[net] is not None
-            and tensor_name not in ('weight', 'bias')):
-        return (f'{module_name}.sub_stats.{module.stats_of[net]}.'
-                f'{tensor_name}')
-    if module is model.head.fc and model.head.private_fc:
-        return f'head.sub_fcs.{net}.{tensor_name}'
+    if isinstance(module, PER_NET_NORMS):
+        return f'{module_name}.{module.state_key(net, tensor_name)}'
+    if module is model.head.fc:
+        return f'head.{model.head.state_key(net, tensor_name)}'
     return key
 
 
@@ -280,9 +275,7 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
         msg += _fmt('unexpected keys', unexpected)
     if mismatched:
         msg += _fmt('shape mismatches', mismatched)
-    private = re.compile(r'\.(?:sub_norms|sub_fcs)\.([^.]+)\.')
-    nets = sorted({m.group(1) for k in missing for m in [private.search(k)]
-                   if m})
+    nets = sorted({private_net_of_key(k) for k in missing} - {None})
     if nets and not unexpected and not mismatched:
         msg += (f'\n  The checkpoint has no private BatchNorm/classifier '
                 f'copies for nets {nets}: it was not trained with them.')

@@ -12,18 +12,18 @@ import torch.nn as nn
 # Keys whose absence changes nothing in eval mode: BN's update counter is
 # only used with momentum=None during training.
 _OPTIONAL_SUFFIXES = ('num_batches_tracked', )
-# Per-net BatchNorm statistics (``private_norm='stats'``). A checkpoint
-# trained with shared statistics lacks them; loading starts them from the
-# shared ones (see PrivateStatsBatchNorm2d), which is what that checkpoint
-# was tested with: reported, not refused.
-# (Only statistics live under ``sub_stats``.)
-PRIVATE_STATS_KEY = re.compile(r'\.sub_stats\.')
 
 
 def split_private_stats(missing: List[str]) -> Tuple[List[str], List[str]]:
-    """Split missing keys into ``(others, per-net BatchNorm statistics)``."""
-    stats = [k for k in missing if PRIVATE_STATS_KEY.search(k)]
-    return [k for k in missing if not PRIVATE_STATS_KEY.search(k)], stats
+    """Split missing keys into ``(others, per-net BatchNorm statistics)``.
+
+    A checkpoint trained with shared statistics lacks the per-net ones
+    (``private_norm='stats'``); loading starts them from the shared ones
+    (see PrivateStatsBatchNorm2d), which is what that checkpoint was tested
+    with: reported, not refused."""
+    from mmekd.models.backbones.per_net_norm import is_per_net_stats_key
+    stats = [k for k in missing if is_per_net_stats_key(k)]
+    return [k for k in missing if not is_per_net_stats_key(k)], stats
 
 
 def warn_shared_stats(stats: List[str], source: str) -> None:

@@ -1,10 +1,15 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-from .depth_dynamic_resnet import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
-                                   PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
-                                   select_blocks)
+from .depth_dynamic_resnet import DepthDynamicResNet, DepthDynamicResNetCIFAR
+from .net_tree import NetTree, TreeNode, select_blocks
+from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
+                           is_per_net_key, is_per_net_stats_key,
+                           per_net_norms, use_net)
 from .slim_resnet import SlimResNet, SlimResNetCIFAR
 
 __all__ = [
-    'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'PrivateBatchNorm2d',
-    'PrivateStatsBatchNorm2d', 'select_blocks', 'SlimResNet', 'SlimResNetCIFAR'
+    'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'NetTree', 'TreeNode',
+    'select_blocks',
+    'PrivateBatchNorm2d', 'PrivateStatsBatchNorm2d', 'is_per_net_key',
+    'is_per_net_stats_key', 'per_net_norms', 'use_net', 'SlimResNet',
+    'SlimResNetCIFAR'
 ]

@@ -12,7 +12,8 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
-from ..utils import FULL_NET
+from ..backbones import DepthDynamicResNet
+from ..utils import FULL_NET, check_net_name
 
 
 @MODELS.register_module()
@@ -95,7 +96,7 @@ class DDNNClassifier(ImageClassifier):
                  **kwargs):
         if not isinstance(backbone, nn.Module):
             backbone = MODELS.build(backbone)
-        if not hasattr(backbone, 'forward_nets'):
+        if not isinstance(backbone, DepthDynamicResNet):
             raise TypeError(
                 'DDNNClassifier needs a depth-dynamic backbone with '
                 f'forward_nets() (e.g. mmekd.DepthDynamicResNet), got '
@@ -185,10 +186,7 @@ class DDNNClassifier(ImageClassifier):
         return self.backbone.net_names
 
     def _check_net(self, net: str) -> str:
-        if net not in self.backbone.net_names:
-            raise ValueError(f'unknown net {net!r}; this model has '
-                             f'{self.backbone.net_names}')
-        return net
+        return check_net_name(net, self.backbone.net_names)
 
     # ------------------------------------------------------------------ #
     # features and scores
@@ -357,9 +355,9 @@ class DDNNClassifier(ImageClassifier):
                        data_samples: List[DataSample],
                        backward: Callable[[torch.Tensor], None]
                        ) -> Dict[str, torch.Tensor]:
-        """Run the nets' block tree (as ``backbone.forward_nets`` does, in the
-        same order, so BatchNorm statistics match), back-propagating every
-        net's losses as soon as they are known.
+        """Walk the nets' block tree (``backbone.walk_nets``, the traversal
+        of ``forward_nets``), back-propagating every net's losses as soon as
+        they are known.
 
         A block output used by several nets is detached into a leaf when the
         nets part there (or one ends there, or takes it as a distilled
@@ -370,110 +368,11 @@ class DDNNClassifier(ImageClassifier):
         Returns:
             dict[str, Tensor]: All loss terms (teacher first).
         """
-        backbone = self.backbone
-        nets = self.net_names
-        inputs = self._format_inputs(inputs)
-        feat_stages = {backbone.num_stages - 1}
-        if self.at_loss is not None and len(nets) > 1:
-            feat_stages.update(self.at_stages)
-        state = dict(teacher=None, pending=[], losses=OrderedDict())
-        outs = [dict() for _ in nets]
-
-        def finish(slot: int) -> None:
-            net = nets[slot]
-            feats = tuple(outs[slot][s] for s in sorted(outs[slot]))
-            # The net's path ends here: nothing else reads its slot.
-            outs[slot] = None
-            logits = self.head(self._pool(feats), net=net)
-            if net == FULL_NET:
-                losses = self.compute_losses({net: logits}, {net: feats},
-                                             data_samples)
-                backward(self.parse_losses(losses)[0])
-                state['teacher'] = (logits.detach(),
-                                    tuple(f.detach() for f in feats),
-                                    set(losses))
-                state['losses'].update(losses)
-                for pending in state['pending']:
-                    finish_student(*pending)
-                state['pending'] = []
-            elif state['teacher'] is None:
-                state['pending'].append((net, logits, feats))
-            else:
-                finish_student(net, logits, feats)
-
-        def finish_student(net: str, logits: torch.Tensor,
-                           feats: Tuple[torch.Tensor]) -> None:
-            t_logits, t_feats, t_keys = state['teacher']
-            losses = self.compute_losses({
-                FULL_NET: t_logits,
-                net: logits
-            }, {
-                FULL_NET: t_feats,
-                net: feats
-            }, data_samples)
-            # The teacher's own terms (recomputed here on detached logits)
-            # were back-propagated with the teacher.
-            losses = OrderedDict(
-                (k, v) for k, v in losses.items() if k not in t_keys)
-            backward(self.parse_losses(losses)[0])
-            state['losses'].update(losses)
-
-        def run(x: torch.Tensor, items: list, pos: int) -> None:
-            groups = OrderedDict()
-            for slot, path in items:
-                if pos < len(path):
-                    groups.setdefault(path[pos], []).append((slot, path))
-            for (stage, block), members in groups.items():
-                y = backbone._forward_block(stage, block, x,
-                                            nets[members[0][0]])
-                ends, feat_of, nexts = [], [], set()
-                for slot, path in members:
-                    if pos + 1 == len(path):
-                        ends.append(slot)
-                    else:
-                        nexts.add(path[pos + 1])
-                    if (stage in backbone.out_indices
-                            and (pos + 1 == len(path)
-                                 or path[pos + 1][0] != stage)):
-                        feat_of.append(slot)
-                cut = (len(members) > 1 and y.requires_grad
-                       and (ends or len(nexts) > 1 or
-                            (feat_of and stage in feat_stages)))
-                out = y.detach().requires_grad_() if cut else y
-                for slot in feat_of:
-                    outs[slot][stage] = out
-                for slot in ends:
-                    finish(slot)
-                run(out, members, pos + 1)
-                if cut and out.grad is not None:
-                    # Every net below has back-propagated into ``out``.
-                    with torch.autocast(y.device.type, enabled=False):
-                        torch.autograd.backward(y, out.grad)
-                    out.grad = None
-
-        try:
-            if backbone.private_norm is True:
-                # Nothing is shared (norms differ from the stem on): one net
-                # at a time, the teacher first.
-                for slot, net in enumerate(nets):
-                    backbone._set_active_norm(net)
-                    try:
-                        run(backbone._forward_stem(inputs),
-                            [(slot, backbone._paths[net])], 0)
-                    finally:
-                        backbone._set_active_norm(FULL_NET)
-            else:
-                run(backbone._forward_stem(inputs),
-                    [(slot, backbone._paths[net])
-                     for slot, net in enumerate(nets)], 0)
-            return state['losses']
-        finally:
-            # ``run`` calls itself through its closure cell: a reference
-            # cycle that would keep ``outs`` and ``state`` (every net's stage
-            # outputs, the teacher's features) alive after this step until
-            # Python's cyclic garbage collector happens to run, often several
-            # steps later - on a GPU, hundreds of MB piled up over steps.
-            run = None
+        step = _MemoryEfficientStep(self, self.net_names, data_samples,
+                                    backward)
+        self.backbone.walk_nets(
+            self._format_inputs(inputs), step.nets, step.visit)
+        return step.losses
 
     # ------------------------------------------------------------------ #
     # inference
@@ -495,3 +394,88 @@ class DDNNClassifier(ImageClassifier):
                 sample.set_field(score.detach(), 'net_scores')
                 sample.set_metainfo(dict(net_names=tuple(nets)))
         return preds
+
+
+class _MemoryEfficientStep:
+    """What :meth:`DDNNClassifier._backward_nets` does at each block of the
+    net tree: keep features, cut shared outputs into leaves, finish the
+    nets whose path ends (losses, backward), back-propagate a cut segment
+    once its subtree is done.
+
+    A fresh object per step; the walk holds it only while it runs, so a
+    step's activations are freed when the step returns.
+    """
+
+    def __init__(self, model: 'DDNNClassifier', nets: List[str],
+                 data_samples: List[DataSample],
+                 backward: Callable[[torch.Tensor], None]):
+        self.model, self.nets = model, nets
+        self.data_samples, self.backward = data_samples, backward
+        backbone = model.backbone
+        # Stages whose outputs are read after the net ends (pooled for the
+        # head, distilled): a shared one there must be a leaf.
+        self.feat_stages = {backbone.num_stages - 1}
+        if model.at_loss is not None and len(nets) > 1:
+            self.feat_stages.update(model.at_stages)
+        self.outs = {net: {} for net in nets}
+        self.teacher = None  # (logits, feats, loss keys), detached
+        self.pending = []  # students that ended before the teacher
+        self.losses = OrderedDict()
+
+    def visit(self, node, y: torch.Tensor):
+        cut = (len(node.nets) > 1 and y.requires_grad
+               and (node.ends or node.branches > 1 or
+                    (node.features and node.stage in self.feat_stages)))
+        out = y.detach().requires_grad_() if cut else y
+        for net in node.features:
+            self.outs[net][node.stage] = out
+        for net in node.ends:
+            self.finish(net)
+        if not cut:
+            return out, None
+
+        def backward_segment():
+            if out.grad is not None:
+                # Every net below has back-propagated into ``out``.
+                with torch.autocast(y.device.type, enabled=False):
+                    torch.autograd.backward(y, out.grad)
+                out.grad = None
+
+        return out, backward_segment
+
+    def finish(self, net: str) -> None:
+        model = self.model
+        outs = self.outs.pop(net)  # nothing else reads it
+        feats = tuple(outs[s] for s in sorted(outs))
+        logits = model.head(model._pool(feats), net=net)
+        if net == FULL_NET:
+            losses = model.compute_losses({net: logits}, {net: feats},
+                                          self.data_samples)
+            self.backward(model.parse_losses(losses)[0])
+            self.teacher = (logits.detach(), tuple(f.detach() for f in feats),
+                            set(losses))
+            self.losses.update(losses)
+            for pending in self.pending:
+                self.finish_student(*pending)
+            self.pending = []
+        elif self.teacher is None:
+            self.pending.append((net, logits, feats))
+        else:
+            self.finish_student(net, logits, feats)
+
+    def finish_student(self, net: str, logits: torch.Tensor,
+                       feats: Tuple[torch.Tensor]) -> None:
+        t_logits, t_feats, t_keys = self.teacher
+        losses = self.model.compute_losses({
+            FULL_NET: t_logits,
+            net: logits
+        }, {
+            FULL_NET: t_feats,
+            net: feats
+        }, self.data_samples)
+        # The teacher's own terms (recomputed here on detached logits)
+        # were back-propagated with the teacher.
+        losses = OrderedDict(
+            (k, v) for k, v in losses.items() if k not in t_keys)
+        self.backward(self.model.parse_losses(losses)[0])
+        self.losses.update(losses)

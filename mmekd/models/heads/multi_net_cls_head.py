@@ -7,7 +7,7 @@ from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
-from ..utils import FULL_NET
+from ..utils import FULL_NET, check_net_name
 from ..utils.numbers import config_number
 
 
@@ -72,12 +72,17 @@ class MultiNetClsHead(LinearClsHead):
 
     def classifier(self, net: str) -> nn.Linear:
         """The linear layer that classifies for ``net``."""
-        if net not in self.net_names:
-            raise KeyError(f'unknown net {net!r}; this head has '
-                           f'{self.net_names}')
+        check_net_name(net, self.net_names)
         if self.private_fc and net != FULL_NET:
             return self.sub_fcs[net]
         return self.fc
+
+    def state_key(self, net: str, name: str) -> str:
+        """The key (relative to the head) of ``net``'s classifier tensor
+        ``name`` (``'weight'`` or ``'bias'``)."""
+        if self.private_fc and net != FULL_NET:
+            return f'sub_fcs.{check_net_name(net, self.net_names)}.{name}'
+        return f'fc.{name}'
 
     def forward(self,
                 feats: Tuple[torch.Tensor],

@@ -21,6 +21,8 @@ import torch.nn as nn
 from mmengine.model import is_model_wrapper
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .net_names import check_net_name
+
 
 def _bn_state(m: _BatchNorm) -> dict:
     return dict(
@@ -73,9 +75,7 @@ def recalibrate_bn(model: nn.Module,
     multi_net = hasattr(inner, 'forward_nets')
     if multi_net:
         net = net or inner.predict_net
-        if net not in inner.net_names:
-            raise ValueError(f'unknown net {net!r}; this model has '
-                             f'{inner.net_names}')
+        check_net_name(net, inner.net_names)
     elif net is not None:
         raise ValueError(f'net={net!r} given, but {type(inner).__name__} is '
                          'a single-net model; leave net=None')

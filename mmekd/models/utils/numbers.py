@@ -22,6 +22,6 @@ def config_number(value, field: str, positive: bool = False) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = '> 0' if positive else '>= 0'
-        raise ValueError(f'{field} must be a finite number {need}, got '
+        raise ValueError(f'{field} must be {need} (a finite number), got '
                          f'{value!r}')
     return value

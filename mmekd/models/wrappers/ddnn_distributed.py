@@ -8,8 +8,7 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from mmekd.models.backbones import (PrivateBatchNorm2d,
-                                    PrivateStatsBatchNorm2d)
+from mmekd.models.backbones.per_net_norm import converted_copies
 from mmekd.registry import MODEL_WRAPPERS
 
 
@@ -18,10 +17,7 @@ def check_no_converted_private_norms(module: torch.nn.Module) -> None:
     replaced by another norm class (e.g. by ``sync_bn``'s conversion, which
     keeps the per-net copies as unused children)."""
     for name, m in module.named_modules():
-        if isinstance(m, (PrivateBatchNorm2d, PrivateStatsBatchNorm2d)):
-            continue
-        copies = [n for n, _ in m.named_children()
-                  if n in ('sub_stats', 'sub_norms')]
+        copies = converted_copies(m)
         if copies:
             raise ValueError(
                 f'{name} is a {type(m).__name__} holding per-net BatchNorm '

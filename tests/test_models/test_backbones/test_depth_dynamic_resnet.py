@@ -37,10 +37,8 @@ def key_in_dyn(dyn, key, blocks, net):
         key = f'layer{stage}.{blocks[stage - 1][j]}.{rest}'
     module_name, _, tensor = key.rpartition('.')
     module = dyn.get_submodule(module_name)
-    if (isinstance(module, PrivateStatsBatchNorm2d)
-            and module.stats_of[net] is not None
-            and tensor not in ('weight', 'bias')):
-        return f'{module_name}.sub_stats.{module.stats_of[net]}.{tensor}'
+    if isinstance(module, PrivateStatsBatchNorm2d):
+        return f'{module_name}.{module.state_key(net, tensor)}'
     return key
 
 
