@@ -63,8 +63,11 @@ def test_unsupported_model_refused():
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='mmekd.MultiNetClsHead', num_classes=10,
                   in_channels=512))
-    with pytest.raises(TypeError, match='model is DDNNClassifier'):
+    with pytest.raises(TypeError, match=r"pass net, one of \['full', "
+                       r"'sub0'\]"):
         extract_slim(MODELS.build(cfg), cfg, 0.5)
+    with pytest.raises(TypeError, match="unknown net 'sub3'"):
+        extract_slim(MODELS.build(cfg), cfg, 0.5, net='sub3')
     cfg, dense = build(dict(type='ResNetV1c', depth=18))
     with pytest.raises(TypeError, match='backbone is ResNetV1c'):
         extract_slim(dense, cfg, 0.5)
@@ -89,8 +92,10 @@ def test_extract_slim_tool(tmp_path):
     sys.argv = ['extract_slim.py', cfg_path, ckpt, out, '--shape', '8']
     tool.main()
     slim_cfg = Config.fromfile(osp.join(out, 'slim_config.py'))
-    assert slim_cfg.model.backbone.type == 'mmekd.SlimResNetCIFAR'
-    assert slim_cfg.model.backbone.out_channels == [4, 8, 16, 32]
+    # Widths 4/8/16/32 are a stock ResNet's: plain MMPretrain.
+    assert slim_cfg.model.backbone.type == 'ResNet_CIFAR'
+    assert (slim_cfg.model.backbone.stem_channels,
+            slim_cfg.model.backbone.base_channels) == (4, 4)
     assert slim_cfg.model.head.in_channels == 32
     slim_cfg.work_dir = str(tmp_path / 'test')
     slim_cfg.load_from = osp.join(out, 'slim.pth')
