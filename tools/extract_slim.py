@@ -21,11 +21,10 @@ import torch
 from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
-from mmpretrain.models import ResNet_CIFAR
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.apis import (ExportError, export_subnet, exported_checkpoint,
-                        exported_config)
+                        exported_config, input_size)
 from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
 from mmekd.models.utils import check_split_rate, extract_slim
 from mmekd.models.utils.slim_extraction import is_ddnn
@@ -47,7 +46,8 @@ def parse_args():
         '(required for a DDNN, refused for a single-net model)')
     parser.add_argument(
         '--shape', type=int, nargs='+', help='input size for FLOPs, e.g. '
-        '224 or 3 224 224; default: 32 for CIFAR ResNets, else 224')
+        '224 or 3 224 224; default: the size of the config\'s test pipeline, '
+        'else 32 for CIFAR ResNets and 224 otherwise')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -135,8 +135,7 @@ def main():
         shape = tuple(args.shape if len(args.shape) == 3 else
                       [3] + args.shape * (3 - len(args.shape)))
     else:
-        size = 32 if isinstance(dense.backbone, ResNet_CIFAR) else 224
-        shape = (3, size, size)
+        shape = (3, *input_size(cfg))
     (d_macs, d_params), (s_macs, s_params) = [
         complexity(m, shape) for m in (dense, slim)
     ]
