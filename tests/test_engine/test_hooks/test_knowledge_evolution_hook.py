@@ -312,16 +312,19 @@ def test_generations_schedule_and_optimizer_state(tmp_path):
         assert state['split']['layers']['head.fc']['keep'] == [4, 32]
 
 
-@pytest.mark.parametrize('resume_epoch', [4, 3])
-def test_resume_equals_uninterrupted(tmp_path, resume_epoch):
+@pytest.mark.parametrize('resume_epoch,make_cfg', [(4, runner_cfg),
+                                                    (3, derived_cfg)],
+                         ids=['mid-generation', 'generation-start-derived'])
+def test_resume_equals_uninterrupted(tmp_path, resume_epoch, make_cfg):
     """Resume in the middle of generation 2 (epoch 4 of 3x3) and at its
-    start (epoch 3): the final weights equal an uninterrupted run's."""
-    full = Runner.from_cfg(runner_cfg(str(tmp_path / 'full')))
+    start (epoch 3, schedulers built by the hook from generation_schedule):
+    the final weights equal an uninterrupted run's."""
+    full = Runner.from_cfg(make_cfg(str(tmp_path / 'full')))
     full.train()
     expected = final_state(full)
     ckpt = str(tmp_path / 'full' / f'epoch_{resume_epoch}.pth')
     resumed = Runner.from_cfg(
-        runner_cfg(str(tmp_path / 'resumed'), resume_from=ckpt, seed=99))
+        make_cfg(str(tmp_path / 'resumed'), resume_from=ckpt, seed=99))
     resumed.train()
     got = final_state(resumed)
     assert got.keys() == expected.keys()
