@@ -65,8 +65,8 @@ def check_slim_support(model: nn.Module, net: Optional[str] = None) -> None:
             f'{list(model.backbone.net_names)}')
     try:
         check_net(model, net)
-        plain_model_cfg(model, net, {
-            'backbone': {}, 'head': {}, 'neck': None})
+        # Raises for a model that has no single-net (exported) form.
+        plain_model_cfg(model, net, dict(backbone={}, head={}))
     except ExportError as e:
         raise TypeError(f'Slim extraction of a DDNN net: {e}') from e
     if getattr(model, 'neck', None) is not None and type(
