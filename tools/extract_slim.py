@@ -116,10 +116,10 @@ def main():
 
     os.makedirs(args.out_dir, exist_ok=True)
     what = f'net {args.net!r} of ' if args.net else ''
-    _, text = exported_config(
-        plain_training(cfg), slim_cfg, f'Slim network (KELS fit hypothesis, s={rate}) of '
-        f'{what}{osp.basename(args.checkpoint)}, extracted by\nmmekd '
-        f'(tools/extract_slim.py) from {args.config}.\n')
+    header = (f'Slim network (KELS fit hypothesis, s={rate}) of {what}'
+              f'{osp.basename(args.checkpoint)}, extracted by\nmmekd '
+              f'(tools/extract_slim.py) from {args.config}.\n')
+    _, text = exported_config(plain_training(cfg), slim_cfg, header)
     cfg_path = osp.join(args.out_dir, 'slim_config.py')
     with open(cfg_path, 'w') as f:
         f.write(text)

@@ -499,7 +499,10 @@ class KnowledgeEvolutionHook(Hook):
                 plain_cfg, _ = export_subnet(model, net, runner.cfg.model)
                 with DefaultScope.overwrite_default_scope('mmpretrain'):
                     dense = MODELS.build(plain_cfg)
-            row = {f'dense_{k}': v for k, v in complexity(dense, shape).items()}
+            row = {
+                f'dense_{k}': v
+                for k, v in complexity(dense, shape).items()
+            }
             if self._slim:
                 _, slim = extract_slim(model, runner.cfg.model,
                                        self.split.rate, net)
