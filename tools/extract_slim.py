@@ -7,7 +7,7 @@ net (``full``, ``sub0``...): every net has its own slim network.
 Example::
 
     python tools/extract_slim.py configs/ke/xxx.py work_dirs/xxx/generation_5.pth \\
-        work_dirs/xxx/slim [--net sub0]
+        work_dirs/xxx/slim [--net sub0] [--onnx work_dirs/xxx/slim.onnx]
     python tools/test.py work_dirs/xxx/slim/slim_config.py \\
         work_dirs/xxx/slim/slim.pth
 """  # noqa: E501
@@ -23,8 +23,9 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.apis import (ExportError, export_subnet, exported_checkpoint,
-                        exported_config, input_size)
+from mmekd.apis import (ExportError, export_onnx, export_subnet,
+                        exported_checkpoint, exported_config, input_size,
+                        verify_onnx)
 from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
 from mmekd.models.utils import check_split_rate, extract_slim
 from mmekd.models.utils.slim_extraction import is_ddnn
@@ -48,6 +49,10 @@ def parse_args():
         '--shape', type=int, nargs='+', help='input size for FLOPs, e.g. '
         '224 or 3 224 224; default: the size of the config\'s test pipeline, '
         'else 32 for CIFAR ResNets and 224 otherwise')
+    parser.add_argument(
+        '--onnx', metavar='FILE', help='also export the slim network to this '
+        '.onnx file (input: normalized images at --shape) and check '
+        "onnxruntime's logits against PyTorch's")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -152,6 +157,15 @@ def main():
           f'{s_macs / d_macs:.3f} ({100 * (1 - s_macs / d_macs):.1f}% fewer)')
     print(f'wrote {cfg_path} and {ckpt_path}; test with:\n  python '
           f'tools/test.py {cfg_path} {ckpt_path}')
+    if args.onnx:
+        slim.eval()
+        export_onnx(slim, args.onnx, shape, metadata=dict(
+            net=args.net or 'model', slim_split_rate=rate,
+            input_size=f'{shape[1]}x{shape[2]}'))
+        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
+        diff = verify_onnx(args.onnx, slim, x)
+        print(f'wrote {args.onnx}: onnxruntime vs PyTorch max |diff| = '
+              f'{diff:.2e}')
 
 
 def plain_training(cfg: Config) -> Config:
