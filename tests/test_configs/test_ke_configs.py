@@ -3,6 +3,7 @@
 official initialisation; every KE config sets its generations in one place."""
 import glob
 import math
+import os
 import os.path as osp
 
 import pytest
@@ -50,3 +51,23 @@ def test_generations_set_once(path):
     hooks = [h for h in cfg.custom_hooks
              if h.type == 'mmekd.KnowledgeEvolutionHook']
     assert len(hooks) == 1 and hooks[0].generation_schedule
+
+
+def test_shrinking_with_shorthand_fields_is_refused(tmp_path):
+    """The old trap, from the command line: ``--cfg-options ke_generations=2
+    ke_epochs=1`` stops before training and names the hook's fields."""
+    import subprocess
+    import sys
+    res = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'train.py'),
+         osp.join(ROOT, 'configs', 'ke',
+                  'ke_ddnn-ekd_resnet34-w16_kels-s0.5_3x4e_digits.py'),
+         '--work-dir', str(tmp_path), '--cfg-options', 'ke_generations=2',
+         'ke_epochs=1'],
+        capture_output=True, text=True, cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert res.returncode != 0
+    assert ("config fields ['ke_epochs', 'ke_generations'] are not read by "
+            'anything') in res.stderr
+    assert '--cfg-options custom_hooks.0.num_generations=2' in res.stderr
+    assert not glob.glob(str(tmp_path / '*.pth'))
