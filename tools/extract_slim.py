@@ -1,28 +1,34 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Extract the slim network (KELS fit hypothesis) of a Knowledge Evolution
-checkpoint as a config + checkpoint that ``tools/test.py`` runs as is.
+checkpoint as a plain MMPretrain config + checkpoint that ``tools/test.py``
+(and ``tools/export_onnx.py``) run as is. For a DDNN, ``--net`` picks the
+net (``full``, ``sub0``...): every net has its own slim network.
 
 Example::
 
     python tools/extract_slim.py configs/ke/xxx.py work_dirs/xxx/generation_5.pth \\
-        work_dirs/xxx/slim
+        work_dirs/xxx/slim [--net sub0] [--onnx work_dirs/xxx/slim.onnx]
     python tools/test.py work_dirs/xxx/slim/slim_config.py \\
         work_dirs/xxx/slim/slim.pth
 """  # noqa: E501
 import argparse
 import os
 import os.path as osp
+import sys
 from typing import Optional, Tuple
 
 import torch
 from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
-from mmpretrain.models import ResNet_CIFAR
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
+from mmekd.apis import (ExportError, export_onnx, export_subnet,
+                        exported_checkpoint, exported_config, input_size,
+                        verify_onnx)
 from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
 from mmekd.models.utils import check_split_rate, extract_slim
+from mmekd.models.utils.slim_extraction import is_ddnn
 from mmekd.registry import MODELS
 from mmekd.utils import safe_load
 
@@ -37,8 +43,16 @@ def parse_args():
         '--split-rate', type=float, help='split rate s; default: the one '
         'stored in the checkpoint, else the config\'s KE hook')
     parser.add_argument(
+        '--net', help="net of a DDNN checkpoint: 'full', 'sub0', ... "
+        '(required for a DDNN, refused for a single-net model)')
+    parser.add_argument(
         '--shape', type=int, nargs='+', help='input size for FLOPs, e.g. '
-        '224 or 3 224 224; default: 32 for CIFAR ResNets, else 224')
+        '224 or 3 224 224; default: the size of the config\'s test pipeline, '
+        'else 32 for CIFAR ResNets and 224 otherwise')
+    parser.add_argument(
+        '--onnx', metavar='FILE', help='also export the slim network to this '
+        '.onnx file (input: normalized images at --shape) and check '
+        "onnxruntime's logits against PyTorch's")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -93,32 +107,40 @@ def main():
     dense.load_state_dict(checkpoint['state_dict'])
     dense.eval()
     rate = find_split_rate(cfg, checkpoint, args.split_rate)
-    slim_cfg, slim = extract_slim(dense, model_cfg, rate)
+    if is_ddnn(dense) and args.net is None:
+        sys.exit('extract_slim: error: a DDNN checkpoint has one slim network '
+                 f'per net: pass --net, one of {dense.backbone.net_names}')
+    try:
+        slim_cfg, slim = extract_slim(dense, model_cfg, rate, args.net)
+    except (TypeError, ExportError) as e:
+        sys.exit(f'extract_slim: error: {e}')
+    if args.net is not None:  # the dense net alone, for its costs
+        plain_cfg, state_dict = export_subnet(dense, args.net, model_cfg)
+        dense = MODELS.build(plain_cfg)
+        dense.load_state_dict(state_dict)
 
     os.makedirs(args.out_dir, exist_ok=True)
-    out_cfg = cfg.copy()
-    out_cfg.model = slim_cfg
-    out_cfg.custom_hooks = [
-        h for h in cfg.get('custom_hooks', [])
-        if not str(h.get('type', '')).endswith('KnowledgeEvolutionHook')
-    ]
-    out_cfg.load_from = None
-    out_cfg.resume = False
+    what = f'net {args.net!r} of ' if args.net else ''
+    header = (f'Slim network (KELS fit hypothesis, s={rate}) of {what}'
+              f'{osp.basename(args.checkpoint)}, extracted by\nmmekd '
+              f'(tools/extract_slim.py) from {args.config}.\n')
+    _, text = exported_config(plain_training(cfg), slim_cfg, header)
     cfg_path = osp.join(args.out_dir, 'slim_config.py')
-    out_cfg.dump(cfg_path)
-    meta = dict(checkpoint.get('meta', {}))
-    meta.pop('cfg', None)
-    meta['slim'] = dict(
-        split_rate=rate, source=osp.abspath(args.checkpoint))
+    with open(cfg_path, 'w') as f:
+        f.write(text)
     ckpt_path = osp.join(args.out_dir, 'slim.pth')
-    torch.save(dict(meta=meta, state_dict=slim.state_dict()), ckpt_path)
+    torch.save(
+        exported_checkpoint(
+            slim.state_dict(), checkpoint.get('meta', {}),
+            dict(slim_split_rate=rate, net=args.net,
+                 source_checkpoint=osp.basename(args.checkpoint))),
+        ckpt_path)
 
     if args.shape:
         shape = tuple(args.shape if len(args.shape) == 3 else
                       [3] + args.shape * (3 - len(args.shape)))
     else:
-        size = 32 if isinstance(dense.backbone, ResNet_CIFAR) else 224
-        shape = (3, size, size)
+        shape = (3, *input_size(cfg))
     (d_macs, d_params), (s_macs, s_params) = [
         complexity(m, shape) for m in (dense, slim)
     ]
@@ -135,6 +157,37 @@ def main():
           f'{s_macs / d_macs:.3f} ({100 * (1 - s_macs / d_macs):.1f}% fewer)')
     print(f'wrote {cfg_path} and {ckpt_path}; test with:\n  python '
           f'tools/test.py {cfg_path} {ckpt_path}')
+    if args.onnx:
+        slim.eval()
+        export_onnx(slim, args.onnx, shape, metadata=dict(
+            net=args.net or 'model', slim_split_rate=rate,
+            input_size=f'{shape[1]}x{shape[2]}'))
+        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
+        diff = verify_onnx(args.onnx, slim, x)
+        print(f'wrote {args.onnx}: onnxruntime vs PyTorch max |diff| = '
+              f'{diff:.2e}')
+
+
+def plain_training(cfg: Config) -> Config:
+    """``cfg`` with a plain training setup (one generation's length and
+    schedule) in place of Knowledge Evolution's loop, which needs the KE hook
+    the slim config no longer has."""
+    hooks = [
+        h for h in cfg.get('custom_hooks', [])
+        if str(h.get('type', '')).endswith('KnowledgeEvolutionHook')
+    ]
+    train_cfg = dict(cfg.get('train_cfg') or {})
+    if not hooks or 'KnowledgeEvolutionTrainLoop' not in str(
+            train_cfg.get('type', '')):
+        return cfg
+    cfg = cfg.copy()
+    train_cfg.pop('type')
+    train_cfg.update(
+        by_epoch=True, max_epochs=hooks[0]['epochs_per_generation'])
+    cfg.train_cfg = train_cfg
+    if hooks[0].get('generation_schedule') is not None:
+        cfg.param_scheduler = hooks[0]['generation_schedule']
+    return cfg
 
 
 if __name__ == '__main__':

@@ -5,10 +5,6 @@
 # 4 generations x 4 epochs, each with a 1-epoch warm-up + cosine.
 _base_ = ['./ke_resnet18-cifar_kels-s0.5_5x60e_cifar100-small.py']
 
-ke_generations = 4
-ke_epochs = 4
-ke_warmup = 1
-
 model = dict(
     backbone=dict(stem_channels=16, base_channels=16),
     head=dict(in_channels=128))
@@ -19,25 +15,22 @@ val_dataloader = dict(
     batch_size=250, num_workers=0, persistent_workers=False,
     dataset=dict(max_per_class=10))
 test_dataloader = val_dataloader
-param_scheduler = [
-    s for g in range(ke_generations) for s in (
-        dict(type='LinearLR', start_factor=1 / 4, by_epoch=True,
-             begin=g * ke_epochs, end=g * ke_epochs + ke_warmup,
-             convert_to_iter_based=True),
-        dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True,
-             begin=g * ke_epochs + ke_warmup, end=(g + 1) * ke_epochs),
-    )
-]
-train_cfg = dict(max_epochs=ke_generations * ke_epochs, val_interval=100)
+train_cfg = dict(val_interval=100)
 custom_hooks = [
     dict(
         type='mmekd.KnowledgeEvolutionHook',
-        num_generations=ke_generations,
-        epochs_per_generation=ke_epochs,
+        num_generations=4,
+        epochs_per_generation=4,
+        generation_schedule=[
+            dict(type='LinearLR', start_factor=1 / 4, by_epoch=True, begin=0,
+                 end=1, convert_to_iter_based=True),
+            dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True,
+                 begin=1),
+        ],
         split_mode='kels',
         split_rate=0.5,
         seed=0),
 ]
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(interval=ke_epochs, max_keep_ckpts=1, save_best=None))
+    checkpoint=dict(interval=4, max_keep_ckpts=1, save_best=None))

@@ -8,10 +8,6 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-ke_generations = 5
-ke_epochs = 60  # per generation
-ke_warmup = 5
-
 model = dict(
     type='ImageClassifier',
     backbone=dict(
@@ -35,28 +31,24 @@ train_dataloader = dict(
 
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
-# One warm-up + cosine per generation. MMEngine schedulers are chainable
-# (each step scales the current lr), so the KE hook resets the lr to its
-# initial value right before each generation's first scheduler step and
-# checks that no scheduler spans a generation boundary.
-param_scheduler = [
-    s for g in range(ke_generations) for s in (
-        dict(type='LinearLR', start_factor=1 / ke_warmup, by_epoch=True,
-             begin=g * ke_epochs, end=g * ke_epochs + ke_warmup),
-        dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True,
-             begin=g * ke_epochs + ke_warmup, end=(g + 1) * ke_epochs),
-    )
-]
-train_cfg = dict(
-    by_epoch=True, max_epochs=ke_generations * ke_epochs, val_interval=10)
+# The run length (5 x 60 epochs) and the schedule of every generation (a
+# 5-epoch warm-up + cosine, restarted) follow from the KE hook below.
+param_scheduler = None
+train_cfg = dict(type='mmekd.KnowledgeEvolutionTrainLoop', val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
 
 custom_hooks = [
     dict(
         type='mmekd.KnowledgeEvolutionHook',
-        num_generations=ke_generations,
-        epochs_per_generation=ke_epochs,
+        num_generations=5,
+        epochs_per_generation=60,
+        generation_schedule=[
+            dict(type='LinearLR', start_factor=1 / 5, by_epoch=True, begin=0,
+                 end=5),
+            dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True,
+                 begin=5),
+        ],
         split_mode='kels',
         split_rate=0.5),
 ]

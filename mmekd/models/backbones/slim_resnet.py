@@ -1,7 +1,7 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """ResNets with explicit per-stage widths: the physically narrow networks
 that Knowledge Evolution's KELS fit hypothesis extracts to."""
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmpretrain.models.backbones import ResNet, ResNet_CIFAR
@@ -65,6 +65,9 @@ class SlimResNet(ResNet):
         mid_channels (Sequence[int]): Middle width of the blocks of each
             stage. Must equal ``out_channels`` for BasicBlock ResNets.
         out_channels (Sequence[int]): Output width of each stage.
+        stage_blocks (Sequence[int], optional): Blocks per stage, to override
+            those of ``depth`` (block type still follows ``depth``), e.g. the
+            slim form of a DDNN sub-net ``[1, 2, 1, 1]``. Defaults to None.
         **kwargs: Other arguments of :class:`ResNet` (``strides``,
             ``out_indices``, ``norm_cfg``...); ``base_channels``,
             ``expansion``, ``deep_stem`` and ``avg_down`` are not supported.
@@ -85,6 +88,7 @@ class SlimResNet(ResNet):
                  mid_channels: Sequence[int],
                  out_channels: Sequence[int],
                  num_stages: int = 4,
+                 stage_blocks: Optional[Sequence[int]] = None,
                  **kwargs):
         if depth not in ResNet.arch_settings:
             raise ValueError(f'depth must be one of '
@@ -104,15 +108,27 @@ class SlimResNet(ResNet):
                 f'(num_stages={num_stages})')
         if min(mid_channels + out_channels + [stem_channels]) < 1:
             raise ValueError('all widths must be positive')
-        block, stage_blocks = ResNet.arch_settings[depth]
+        block, default_blocks = ResNet.arch_settings[depth]
+        if stage_blocks is None:
+            stage_blocks = default_blocks
+        else:
+            stage_blocks = tuple(int(b) for b in stage_blocks)
+            if len(stage_blocks) != len(default_blocks) or min(
+                    stage_blocks) < 1:
+                raise ValueError(
+                    f'stage_blocks must have {len(default_blocks)} positive '
+                    f'counts, got {list(stage_blocks)}')
         if block is BasicBlock and mid_channels != out_channels:
             raise ValueError(
                 f'depth {depth} uses BasicBlock, whose middle width equals '
                 f'its output width: mid_channels {mid_channels} must equal '
                 f'out_channels {out_channels}')
-        if block is Bottleneck:
-            # An instance-level table makes ResNet build SlimBottlenecks.
-            self.arch_settings = {depth: (SlimBottleneck, stage_blocks)}
+        # An instance-level table makes ResNet build these blocks (a
+        # SlimBottleneck takes its middle width explicitly).
+        self.arch_settings = {
+            depth: (SlimBottleneck if block is Bottleneck else block,
+                    stage_blocks)
+        }
         self._widths = list(zip(mid_channels, out_channels))
         self._stage = 0
         super().__init__(

@@ -29,9 +29,11 @@ _CARRIED_LAYERS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 
 
 def keep_count(rate: float, channels: int) -> int:
-    """``ceil(rate * channels)``, robust to float round-off (``0.7 * 10`` is
-    ``7.000000000000001`` in floating point; this returns 7)."""
-    return max(1, math.ceil(round(rate * channels, 6)))
+    """Channels a KELS split keeps: ``math.ceil(rate * channels)`` in
+    floating point, exactly as the official code computes it (so, e.g.,
+    ``keep_count(0.07, 100) == 8`` because ``0.07 * 100`` is
+    ``7.000000000000001``), and at least 1."""
+    return max(1, math.ceil(rate * channels))
 
 
 def check_split_rate(rate: float) -> float:
@@ -310,7 +312,8 @@ def reset_hypothesis_(model: nn.Module,
             Defaults to False (biases carry over, as in the paper).
         reset_norm (bool): Also reset normalisation layers' channels beyond
             the first ``ceil(s*C)`` (weight 1, bias 0, running mean 0,
-            running var 1). KELS only. Defaults to False (the paper keeps
+            running var 1), in every set of running statistics (a DDNN's
+            per-net ones too). KELS only. Defaults to False (the paper keeps
             BN parameters and statistics).
     """
     if reset_norm and split.mode != 'kels':
@@ -330,11 +333,16 @@ def reset_hypothesis_(model: nn.Module,
             m.bias.copy_(torch.where(mask, m.bias, new.to(m.bias)))
     if reset_norm:
         for m in model.modules():
-            if not isinstance(m, _CARRIED_LAYERS[:3]) or m.weight is None:
+            if not isinstance(m, _CARRIED_LAYERS[:3]):
                 continue
-            k = keep_count(split.rate, m.weight.numel())
-            m.weight[k:] = 1
-            m.bias[k:] = 0
+            # Every set of statistics counts, also the affine-free ones that
+            # hold a DDNN net's own running statistics (``sub_stats``).
+            channels = m.num_channels if isinstance(
+                m, nn.GroupNorm) else m.num_features
+            k = keep_count(split.rate, channels)
+            if m.weight is not None:
+                m.weight[k:] = 1
+                m.bias[k:] = 0
             if getattr(m, 'running_mean', None) is not None:
                 m.running_mean[k:] = 0
                 m.running_var[k:] = 1

@@ -1,5 +1,6 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 import copy
+import glob
 import math
 import os.path as osp
 import time
@@ -53,6 +54,26 @@ def tiny_model_cfg(num_classes=4):
         neck=dict(type='GlobalAveragePooling'),
         head=dict(
             type='LinearClsHead', num_classes=num_classes, in_channels=64))
+
+
+GENERATION_SCHEDULE = [
+    dict(type='LinearLR', start_factor=0.25, by_epoch=True, begin=0, end=1,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-3, by_epoch=True, begin=1),
+]
+
+
+def derived_cfg(work_dir, gens=3, epochs=3, **hook_kwargs):
+    """The config of :func:`runner_cfg` written the one-source way: the KE
+    loop takes the length and the hook the schedule (1-epoch generations:
+    the warm-up only)."""
+    schedule = GENERATION_SCHEDULE if epochs > 1 else GENERATION_SCHEDULE[:1]
+    cfg = runner_cfg(work_dir, gens, epochs, generation_schedule=schedule,
+                     **hook_kwargs)
+    cfg.param_scheduler = None
+    cfg.train_cfg = dict(type='mmekd.KnowledgeEvolutionTrainLoop',
+                         val_interval=100)
+    return cfg
 
 
 def runner_cfg(work_dir, gens=3, epochs=3, resume_from=None, **hook_kwargs):
@@ -154,6 +175,22 @@ def test_kels_keep_counts():
     assert keep['backbone.layer4.1.conv2'] == [410, 410]
     assert keep['head.fc'] == [102, 410]
     assert keep_count(0.7, 10) == 7 and keep_count(0.51, 10) == 6
+
+
+def test_keep_count_is_the_official_ceil():
+    """``math.ceil(s * C)`` in floating point, as the official code: over
+    s = 0.01..0.99 and C <= 4096, including the 586 pairs where rounding
+    ``s * C`` first gives one channel less."""
+    differ = 0
+    for i in range(1, 100):
+        s = i / 100
+        for c in range(1, 4097):
+            assert keep_count(s, c) == math.ceil(s * c), (s, c)
+            differ += keep_count(s, c) != math.ceil(round(s * c, 6))
+    assert differ == 586
+    assert 0.07 * 100 > 7 and keep_count(0.07, 100) == 8
+    assert 0.7 * 10 == 7.0 and keep_count(0.7, 10) == 7
+    assert keep_count(0.001, 10) == 1  # never an empty layer
 
 
 def test_wels_seeded_and_state_roundtrip():
@@ -275,16 +312,19 @@ def test_generations_schedule_and_optimizer_state(tmp_path):
         assert state['split']['layers']['head.fc']['keep'] == [4, 32]
 
 
-@pytest.mark.parametrize('resume_epoch', [4, 3])
-def test_resume_equals_uninterrupted(tmp_path, resume_epoch):
+@pytest.mark.parametrize('resume_epoch,make_cfg', [(4, runner_cfg),
+                                                    (3, derived_cfg)],
+                         ids=['mid-generation', 'generation-start-derived'])
+def test_resume_equals_uninterrupted(tmp_path, resume_epoch, make_cfg):
     """Resume in the middle of generation 2 (epoch 4 of 3x3) and at its
-    start (epoch 3): the final weights equal an uninterrupted run's."""
-    full = Runner.from_cfg(runner_cfg(str(tmp_path / 'full')))
+    start (epoch 3, schedulers built by the hook from generation_schedule):
+    the final weights equal an uninterrupted run's."""
+    full = Runner.from_cfg(make_cfg(str(tmp_path / 'full')))
     full.train()
     expected = final_state(full)
     ckpt = str(tmp_path / 'full' / f'epoch_{resume_epoch}.pth')
     resumed = Runner.from_cfg(
-        runner_cfg(str(tmp_path / 'resumed'), resume_from=ckpt, seed=99))
+        make_cfg(str(tmp_path / 'resumed'), resume_from=ckpt, seed=99))
     resumed.train()
     got = final_state(resumed)
     assert got.keys() == expected.keys()
@@ -330,3 +370,218 @@ def test_split_of_ddnn_model():
     reset_hypothesis_(model, split, torch.Generator().manual_seed(0))
     key = 'backbone.layer1.0.bn1.sub_norms.sub0.weight'
     assert torch.equal(model.state_dict()[key], before[key])
+
+
+# ---------------------------------------------------------------------- #
+# generations x epochs: one source of truth
+# ---------------------------------------------------------------------- #
+def test_hook_derives_length_and_schedule(tmp_path):
+    """The KE loop takes G x E from the hook and the hook repeats one
+    generation's schedule: shrinking a 3 x 3 run to 2 x 2 through the hook's
+    fields gives the lrs and weights of a config listing 2 x 2 by hand."""
+    derived = derived_cfg(str(tmp_path / 'derived'))
+    derived.merge_from_dict({'custom_hooks.0.num_generations': 2,
+                             'custom_hooks.0.epochs_per_generation': 2})
+    runners, recorders = [], [Recorder(), Recorder()]
+    for cfg, recorder in zip(
+            (derived, runner_cfg(str(tmp_path / 'listed'), 2, 2)), recorders):
+        runners.append(Runner.from_cfg(cfg))  # seeds the global RNG
+        runners[-1].register_hook(recorder)
+        runners[-1].train()
+        assert runners[-1].epoch == 4
+    assert len(runners[0].param_schedulers) == 4
+    np.testing.assert_array_equal(recorders[0].lrs, recorders[1].lrs)
+    lrs = np.array(recorders[0].lrs).reshape(2, -1)
+    np.testing.assert_allclose(lrs[1], lrs[0], rtol=1e-12)
+    assert lrs[0, 0] == pytest.approx(0.05 * 0.25)
+    expected = final_state(runners[1])
+    for key, value in final_state(runners[0]).items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('change,match', [
+    (dict(train_cfg=dict(type='mmekd.KnowledgeEvolutionTrainLoop',
+                         max_epochs=16)),
+     r'train_cfg.max_epochs=16 contradicts custom_hooks.0.num_generations=3'
+     r' x custom_hooks.0.epochs_per_generation=3 = 9'),
+    (dict(ke_generations=2, ke_epochs=1),
+     r"\['ke_epochs', 'ke_generations'\] are not read by anything.*"
+     r'custom_hooks.0.num_generations'),
+    (dict(param_scheduler=[dict(type='ConstantLR', by_epoch=True)]),
+     r'custom_hooks.0.generation_schedule sets every generation.*'
+     r'param_scheduler must be empty'),
+])
+def test_inconsistent_config_refused(tmp_path, change, match):
+    cfg = derived_cfg(str(tmp_path))
+    for key, value in change.items():
+        cfg[key] = value
+    with pytest.raises(ValueError, match=match):
+        Runner.from_cfg(cfg).train()
+
+
+def test_listed_schedules_must_agree(tmp_path):
+    """The old trap: generations shrunk in the hook and max_epochs, the
+    schedulers still of the old length -> refused, not a constant lr."""
+    cfg = runner_cfg(str(tmp_path), gens=3, epochs=3)
+    cfg.custom_hooks[0].update(num_generations=2)
+    cfg.train_cfg.max_epochs = 6
+    with pytest.raises(ValueError, match=r'starts after the last generation'):
+        Runner.from_cfg(cfg).train()
+    cfg = runner_cfg(str(tmp_path / 'b'), gens=2, epochs=3)
+    cfg.param_scheduler = cfg.param_scheduler[:3]  # generation 2: no cosine
+    with pytest.raises(ValueError, match=r'different parameter schedules.*'
+                       r'custom_hooks.0.generation_schedule'):
+        Runner.from_cfg(cfg).train()
+    with pytest.raises(ValueError, match=r'end=5 must satisfy 0 <= begin < '
+                       r'end <= epochs_per_generation=3'):
+        KnowledgeEvolutionHook(2, 3, generation_schedule=[
+            dict(type='CosineAnnealingLR', begin=0, end=5)])
+    with pytest.raises(ValueError, match='eval_split must be one of'):
+        KnowledgeEvolutionHook(2, 3, eval_split='train')
+
+
+# ---------------------------------------------------------------------- #
+# evaluation split, results table, atomic generation checkpoints
+# ---------------------------------------------------------------------- #
+def test_eval_split_and_results_table(tmp_path):
+    """eval_split='test' evaluates on the test set; the table (printed and
+    saved) holds every generation's dense and slim top-1 and the costs."""
+    cfg = derived_cfg(str(tmp_path), gens=2, epochs=1, eval_split='test')
+    cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    cfg.test_dataloader.dataset.update(seed=5, num=24)
+    cfg.test_evaluator = dict(type='Accuracy', topk=(1, ))
+    cfg.test_cfg = dict()
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = [h for h in runner.hooks
+            if isinstance(h, KnowledgeEvolutionHook)][0]
+    # The last generation's dense result is the test set's, not val's.
+    assert hook.history[-1]['dense/accuracy/top1'] == pytest.approx(
+        runner.test()['accuracy/top1'])
+    assert runner.val_loop.run()['accuracy/top1'] != pytest.approx(
+        hook.history[-1]['dense/accuracy/top1'])
+    table = open(osp.join(str(tmp_path), 'ke_results.md')).read()
+    rows = [line.split(' | ') for line in table.splitlines()[2:]]
+    assert len(rows) == 2
+    for row, h in zip(rows, hook.history):
+        assert float(row[2]) == pytest.approx(h['dense/accuracy/top1'],
+                                              abs=0.005)
+        assert float(row[3]) == pytest.approx(h['slim/accuracy/top1'],
+                                              abs=0.005)
+    import json
+    costs = json.load(open(osp.join(str(tmp_path),
+                                    'ke_results.json')))['costs']['model']
+    dense = runner.model
+    assert costs['dense_params'] == sum(p.numel()
+                                        for p in dense.parameters())
+    _, slim = mmekd.models.utils.extract_slim(dense, cfg.model, 0.5)
+    assert costs['slim_params'] == sum(p.numel() for p in slim.parameters())
+    assert 0.2 < costs['slim_flops'] / costs['dense_flops'] < 0.3
+
+
+def test_generation_checkpoints_are_atomic(tmp_path, monkeypatch):
+    """generation_<g>.pth appears only by renaming a complete, fsynced
+    temporary file; a crash before the rename leaves no generation file."""
+    from mmekd.engine.hooks import knowledge_evolution_hook as module
+    real = module.fsync_and_replace
+    seen = []
+
+    def check_then_replace(tmp, path):
+        assert tmp == path + '.tmp' and not osp.exists(path)
+        seen.append(safe_load(tmp)['knowledge_evolution']['generation'])
+        real(tmp, path)
+
+    monkeypatch.setattr(module, 'fsync_and_replace', check_then_replace)
+    Runner.from_cfg(derived_cfg(str(tmp_path / 'ok'), gens=2,
+                                epochs=1)).train()
+    assert seen == [1, 2]
+    assert not glob.glob(str(tmp_path / 'ok' / '*.tmp'))
+
+    def crash(tmp, path):
+        raise KeyboardInterrupt('killed before the rename')
+
+    monkeypatch.setattr(module, 'fsync_and_replace', crash)
+    with pytest.raises(KeyboardInterrupt):
+        Runner.from_cfg(derived_cfg(str(tmp_path / 'crash'), gens=2,
+                                    epochs=1)).train()
+    assert not osp.exists(str(tmp_path / 'crash' / 'generation_1.pth'))
+
+
+# ---------------------------------------------------------------------- #
+# Knowledge Evolution on a DDNN
+# ---------------------------------------------------------------------- #
+def ddnn_cfg(private_norm='stats', private_fc=False):
+    return dict(
+        type='mmekd.DDNNClassifier',
+        data_preprocessor=dict(num_classes=4, mean=[128.] * 3,
+                               std=[64.] * 3),
+        backbone=dict(type='mmekd.DepthDynamicResNetCIFAR', depth=18,
+                      stem_channels=8, base_channels=8,
+                      sub_depths=[[1, 1, 1, 1], [1, 2, 1, 1]],
+                      private_norm=private_norm, out_indices=(0, 1, 2, 3)),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='mmekd.MultiNetClsHead', num_classes=4,
+                  in_channels=64, private_fc=private_fc))
+
+
+def test_reset_keeps_and_resets_every_nets_statistics():
+    """Re-initialisation never touches a net's own BN statistics
+    (reset_norm=False); reset_norm=True resets channels >= ceil(s*C) of every
+    set, the per-net ones included."""
+    model = MODELS.build(ddnn_cfg())
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(0.5, 1.5)
+            m.running_var.uniform_(0.5, 1.5)
+    split = KESplit.from_model(model, 'kels', 0.5, 0)
+    before = copy.deepcopy(model.state_dict())
+    stats = [k for k in before if '.sub_stats.' in k and 'running' in k]
+    assert stats  # sub1 reaches layer2.1 with its own input
+    reset_hypothesis_(model, split, torch.Generator().manual_seed(0))
+    for key in [k for k in before if 'running' in k]:
+        assert torch.equal(model.state_dict()[key], before[key]), key
+    reset_hypothesis_(model, split, torch.Generator().manual_seed(0),
+                      reset_norm=True)
+    for key in stats:
+        value, old = model.state_dict()[key], before[key]
+        k = keep_count(0.5, value.numel())
+        assert torch.equal(value[:k], old[:k])
+        fill = 0. if key.endswith('running_mean') else 1.
+        assert (value[k:] == fill).all(), key
+
+
+def test_ke_on_ddnn_every_net_dense_and_slim(tmp_path):
+    """One run: dense and slim top-1 of every net per generation, each slim
+    result equal to evaluating that net's extracted slim network."""
+    cfg = derived_cfg(str(tmp_path), gens=2, epochs=1)
+    cfg.model = ddnn_cfg()
+    cfg.val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, ))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = [h for h in runner.hooks
+            if isinstance(h, KnowledgeEvolutionHook)][0]
+    nets = ['full', 'sub0', 'sub1']
+    for h in hook.history:
+        for net in nets:
+            assert f'dense/{net}/top1' in h and f'slim/{net}/top1' in h
+    assert list(hook.costs) == nets
+    flops = [hook.costs[n]['dense_flops'] for n in nets]
+    assert flops[0] > flops[2] > flops[1]  # depth varies
+    for net in nets:  # width varies
+        ratio = hook.costs[net]['slim_flops'] / hook.costs[net]['dense_flops']
+        assert 0.2 < ratio < 0.3
+    from mmengine.evaluator import Evaluator
+    from mmpretrain.evaluation import Accuracy
+    model = runner.model
+    for net in nets:
+        _, slim = mmekd.models.utils.extract_slim(model, cfg.model, 0.5, net)
+        evaluator = Evaluator(Accuracy(topk=(1, )))
+        slim.eval()
+        with torch.no_grad():
+            for batch in runner.val_dataloader:
+                evaluator.process(slim.val_step(batch), batch)
+        top1 = evaluator.evaluate(len(runner.val_dataloader.dataset))
+        assert top1['accuracy/top1'] == pytest.approx(
+            hook.history[-1][f'slim/{net}/top1'])
+    rows = open(osp.join(str(tmp_path), 'ke_results.md')).read()
+    assert rows.count('| sub1 |') == 2
