@@ -30,7 +30,7 @@ from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
 from mmekd.models.utils import check_split_rate, extract_slim
 from mmekd.models.utils.slim_extraction import is_ddnn
 from mmekd.registry import MODELS
-from mmekd.utils import safe_load
+from mmekd.utils import NonFiniteStateError, check_finite, safe_load
 
 
 def parse_args():
@@ -104,6 +104,13 @@ def main():
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     dense = MODELS.build(model_cfg)
     checkpoint = safe_load(args.checkpoint, map_location='cpu')
+    try:
+        check_finite(checkpoint['state_dict'],
+                     f'Checkpoint {args.checkpoint}',
+                     advice='It was saved after training diverged: use an '
+                     'earlier generation checkpoint.')
+    except NonFiniteStateError as e:
+        sys.exit(f'extract_slim: error: {e}')
     dense.load_state_dict(checkpoint['state_dict'])
     dense.eval()
     rate = find_split_rate(cfg, checkpoint, args.split_rate)
@@ -124,7 +131,8 @@ def main():
     header = (f'Slim network (KELS fit hypothesis, s={rate}) of {what}'
               f'{osp.basename(args.checkpoint)}, extracted by\nmmekd '
               f'(tools/extract_slim.py) from {args.config}.\n')
-    _, text = exported_config(plain_training(cfg), slim_cfg, header)
+    _, text = exported_config(plain_training(cfg), slim_cfg, header,
+                              keep_mmekd_data=True)
     cfg_path = osp.join(args.out_dir, 'slim_config.py')
     with open(cfg_path, 'w') as f:
         f.write(text)

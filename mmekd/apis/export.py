@@ -424,8 +424,8 @@ def check_net_in_checkpoint(model: nn.Module, net: str) -> None:
 
 
 def exported_config(config, plain_cfg: dict, header: str = '',
-                    folders: Optional[Dict[str, dict]] = None
-                    ) -> Tuple[Config, str]:
+                    folders: Optional[Dict[str, dict]] = None,
+                    keep_mmekd_data: bool = False) -> Tuple[Config, str]:
     """The standalone config of an exported net: ``config`` with the plain
     model, single-net evaluators, and stock MMEngine / MMPretrain components
     in place of mmekd's (see :mod:`mmekd.apis.stock_config`).
@@ -436,6 +436,9 @@ def exported_config(config, plain_cfg: dict, header: str = '',
         header (str): Comment lines for the top of the file.
         folders (dict, optional): Loader key -> ``CustomDataset`` config of
             the images written for it (:func:`write_image_folder`).
+        keep_mmekd_data (bool): Keep datasets that have no stock
+            counterpart (the config then imports mmekd for them, with a
+            note) instead of refusing them. Defaults to False.
 
     Returns:
         tuple[Config, str]: The config and its text (``header`` and the
@@ -462,15 +465,27 @@ def exported_config(config, plain_cfg: dict, header: str = '',
     needs_mmekd = bool(mmekd_types(d['model']))
     left = [(f, t) for f, t in mmekd_types(d)
             if not (needs_mmekd and f.startswith('model.'))]
+    data = [(f, t) for f, t in left if 'dataloader.' in f]
+    if keep_mmekd_data and data and len(data) == len(left):
+        notes.append(
+            'the datasets ' + ', '.join(sorted({t for _, t in data}))
+            + ' are mmekd classes: the model is stock MMPretrain, training or '
+            'testing on these datasets needs mmekd (or write them as image '
+            'files with tools/export_subnet.py --data-dir)')
+        needs_data = True
+        left = []
+    else:
+        needs_data = False
     if left:
         raise ExportError(
             'the exported config would still need mmekd for '
             + ', '.join(f'{f}={t!r}' for f, t in left)
             + ': these have no stock MMPretrain counterpart (write the data '
             'as image files: tools/export_subnet.py --data-dir)')
-    if needs_mmekd:
+    if needs_mmekd or needs_data:
         d['custom_imports'] = dict(
             imports=['mmekd'], allow_failed_imports=False)
+    if needs_mmekd:
         notes.append('the backbone is not a standard ResNet depth: this '
                      'model needs mmekd (pip install mmekd)')
     else:
