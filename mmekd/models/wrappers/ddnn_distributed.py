@@ -4,9 +4,9 @@ from typing import Dict, Union
 
 import torch
 import torch.distributed as torch_dist
+from mmengine.dist import all_reduce_dict, all_reduce_params
 from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from mmekd.models.backbones.per_net_norm import converted_copies
 from mmekd.registry import MODEL_WRAPPERS
@@ -74,23 +74,13 @@ class DDNNDistributedDataParallel(MMDistributedDataParallel):
     def _average(log_vars: Dict[str, torch.Tensor]
                  ) -> Dict[str, torch.Tensor]:
         """The loss terms averaged over processes (one all-reduce)."""
-        keys = list(log_vars)
-        values = torch.stack([log_vars[k].detach().float() for k in keys])
-        torch_dist.all_reduce(values)
-        values /= torch_dist.get_world_size()
-        return {k: v for k, v in zip(keys, values.unbind())}
+        values = {k: v.detach().float() for k, v in log_vars.items()}
+        all_reduce_dict(values, op='mean')
+        return values
 
     def _average_gradients(self) -> None:
-        """Average every parameter's gradient over processes."""
-        grads = [p.grad for p in self.module.parameters()
-                 if p.grad is not None]
-        world = torch_dist.get_world_size()
-        by_type = {}
-        for g in grads:
-            by_type.setdefault((g.dtype, g.device), []).append(g)
-        for group in by_type.values():
-            flat = _flatten_dense_tensors(group)
-            torch_dist.all_reduce(flat)
-            flat /= world
-            for g, synced in zip(group, _unflatten_dense_tensors(flat, group)):
-                g.copy_(synced)
+        """Average every parameter's gradient over processes (coalesced:
+        one all-reduce per dtype)."""
+        all_reduce_params(
+            [p.grad for p in self.module.parameters() if p.grad is not None],
+            op='mean')
