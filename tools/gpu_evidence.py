@@ -288,7 +288,7 @@ def benchmark_train_cmds(args, work: str) -> Dict[str, List[str]]:
         tiny, backend = [], []
         sizes = dict(bench_cifar=['--batch-size', '128'],
                      bench_224=['--batch-size', '256', '--input-size',
-                                '224', '--steps', '10', '--repeats', '3'])
+                                '224'])
 
     def cmd(name, config, extra):
         return tool + [config, *common, *sizes[name.replace(
@@ -477,6 +477,8 @@ def render_markdown(report: dict) -> str:
               f"Planned runs: {c['planned']}; finished: {c['finished']}."]
     if c['unfinished']:
         lines.append(f"Unfinished: {', '.join(c['unfinished'])}.")
+    if c.get('error'):
+        lines.append(f"Reading the runs' metrics failed: {c['error']}.")
     if c['table']:
         lines += ['', c['table']]
     if c['goal']:
@@ -525,7 +527,10 @@ def main(argv=None) -> dict:
                                                    else sys.argv[1:])]),
         started=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
         budget_s=args.budget_s, epochs=args.epochs, dry_run=args.dry_run,
-        torch=torch.__version__, device='n/a', seeds=args.seeds,
+        torch=torch.__version__,
+        device=(torch.cuda.get_device_name(0)
+                if torch.cuda.is_available() else 'cpu'),
+        seeds=args.seeds,
         lever_seeds=args.lever_seeds, phases={}, benchmarks={},
         data_problems=[],
         claims=dict(planned=len(planned_runs(args)), finished=0,
@@ -563,13 +568,17 @@ def main(argv=None) -> dict:
     phase('bench_224', bench['bench_224'], PHASE_SHARE['bench_224'])
     phase('bench_epoch', benchmark_epoch_cmd(args, work, data_root),
           PHASE_SHARE['bench_epoch'])
-    claims_work = osp.join(work, 'claims')
+    # One folder per epoch count: --skip-existing reuses finished runs of
+    # the same recipe only.
+    claims_work = osp.join(work, f'claims_{args.epochs}e')
     # Concurrent runs do little CPU work each (batches from memory, augmented
     # on the device): share the cores instead of 16 threads per process.
     jobs = args.jobs or len(planned_runs(args))
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    compiled = 'bench_cifar_compiled' not in args.skip
     phase('claims', claims_cmd(args, claims_work, data_root),
-          reserve=PHASE_SHARE['bench_cifar_compiled'] * args.budget_s,
+          reserve=compiled * PHASE_SHARE['bench_cifar_compiled'] *
+          args.budget_s,
           env=dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads))
     phase('bench_cifar_compiled', bench['bench_cifar_compiled'])
 
@@ -578,13 +587,17 @@ def main(argv=None) -> dict:
         res = _read_json(osp.join(work, f'{name}.json'))
         if res is not None and report['phases'][name]['status'] == 'ok':
             report['benchmarks'][name] = res
-            report['device'] = res.get('device', report['device'])
-    records, unfinished = collect_runs(args, claims_work)
-    report['claims'].update(
-        finished=report['claims']['planned'] - len(unfinished),
-        unfinished=unfinished, records=records,
-        table=reproduce.summarise(records) if records else '',
-        goal=goal_check(records))
+    try:
+        records, unfinished = collect_runs(args, claims_work)
+        report['claims'].update(
+            finished=report['claims']['planned'] - len(unfinished),
+            unfinished=unfinished, records=records,
+            table=reproduce.summarise(records) if records else '',
+            goal=goal_check(records))
+    except (KeyError, ValueError, TypeError) as e:
+        # A run's metrics without the expected keys: report, don't lose the
+        # benchmarks.
+        report['claims']['error'] = f'{type(e).__name__}: {e}'
     report['wall_s'] = time.monotonic() - start
     write_report(args.out, work, report)
     print(render_markdown(report))

@@ -74,13 +74,13 @@ def test_dry_run_report(dry_run):
     with tarfile.open(osp.join(out, 'logs.tar.gz')) as tar:
         names = tar.getnames()
     assert 'bench_cifar.log' in names and 'claims.log' in names
-    assert 'claims/adaptive_depth/seed0/train_stdout.log' in names
+    assert 'claims_1e/adaptive_depth/seed0/train_stdout.log' in names
     assert not any(n.endswith('.pth') for n in names)
 
 
 def test_dry_run_trains_the_row_configs(dry_run):
     out, report = dry_run
-    work = osp.join(osp.dirname(out), 'gpu_evidence_work', 'claims')
+    work = osp.join(osp.dirname(out), 'gpu_evidence_work', 'claims_1e')
     with open(osp.join(work, 'adaptive_depth', 'seed0.py')) as f:
         text = f.read()
     assert "'train_nets': 'sandwich'" in text
