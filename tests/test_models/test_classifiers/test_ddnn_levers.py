@@ -242,3 +242,67 @@ def test_adaptive_depth_combination(batch):
 def test_bad_levers(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build(**kwargs)
+
+
+def _train(model, work_dir, seed, resume_from=None):
+    """Train ``model`` 4 iterations (checkpoints every 2) with MMEngine's
+    runner; return ``{iter: nets trained}`` of the iterations run."""
+    from mmengine.runner import Runner
+    from torch.utils.data import DataLoader
+    gen = torch.Generator().manual_seed(0)
+    samples = [dict(inputs=torch.rand(3, 8, 8, generator=gen) * 255,
+                    label=i % NUM_CLASSES) for i in range(8)]
+
+    def collate(items):
+        return dict(inputs=torch.stack([s['inputs'] for s in items]),
+                    data_samples=[DataSample().set_gt_label(s['label'])
+                                  for s in items])
+
+    drawn = {}
+    draw = model.nets_to_train
+
+    def record():
+        nets = draw()
+        drawn[MessageHub.get_current_instance().get_info('iter')] = nets
+        return nets
+
+    model.nets_to_train = record
+    runner = Runner(
+        model=model.float(),
+        work_dir=str(work_dir),
+        experiment_name=f'levers-{uuid.uuid4().hex}',
+        train_dataloader=DataLoader(samples, batch_size=4, collate_fn=collate),
+        train_cfg=dict(by_epoch=False, max_iters=4),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2,
+                            by_epoch=False)),
+        randomness=dict(seed=seed),
+        load_from=resume_from,
+        resume=resume_from is not None,
+        default_scope='mmpretrain')
+    runner.train()
+    return drawn
+
+
+def test_sandwich_random_in_a_runner_resumes_exactly(tmp_path):
+    kwargs = dict(train_nets='sandwich_random', kl_loss=None)
+    drawn = _train(build(**kwargs), tmp_path / 'a', seed=6)
+    assert sorted(drawn) == [0, 1, 2, 3]
+    # The runner's seed and iteration decide the draw.
+    for step, nets in drawn.items():
+        _hub(6, step)
+        assert build(**kwargs).nets_to_train() == nets
+    # Resumed at iteration 2 with another seed in the config: the runner
+    # takes the checkpoint's seed, the last two iterations draw the same.
+    resumed = _train(build(**kwargs), tmp_path / 'b', seed=1,
+                     resume_from=str(tmp_path / 'a' / 'iter_2.pth'))
+    assert resumed == {2: drawn[2], 3: drawn[3]}
+    # ... which neither a count of the model's own steps (iterations 0, 1)
+    # nor the config's seed 1 would have drawn.
+    assert [drawn[2], drawn[3]] != [drawn[0], drawn[1]]
+    by_config_seed = []
+    for step in (2, 3):
+        _hub(1, step)
+        by_config_seed.append(build(**kwargs).nets_to_train())
+    assert by_config_seed != [drawn[2], drawn[3]]
