@@ -95,6 +95,11 @@ def parse_args(argv=None):
         action='store_true',
         help="torch.compile every model's train_step (as compile=True)")
     parser.add_argument(
+        '--compile-backend',
+        default='inductor',
+        help="torch.compile backend with --compile (default inductor; "
+        "'eager' only captures the graphs: a quick check on CPU)")
+    parser.add_argument(
         '--steps',
         type=int,
         help='timed steps per repetition (CUDA 20, CPU 2)')
@@ -446,7 +451,8 @@ def run_benchmark(args) -> dict:
                   forward_flops(model, size, device)))
     if args.compile:
         for e in entries:
-            e.model.train_step = torch.compile(e.model.train_step)
+            e.model.train_step = torch.compile(
+                e.model.train_step, backend=args.compile_backend)
 
     data = synthetic_batch(batch, size, num_classes, device,
                            args.channels_last)
@@ -523,7 +529,7 @@ def run_benchmark(args) -> dict:
         input_size=size,
         amp=args.amp,
         channels_last=args.channels_last,
-        compile=args.compile,
+        compile=args.compile and args.compile_backend,
         steps=args.steps,
         warmup=args.warmup,
         repeats=args.repeats,

@@ -5,7 +5,11 @@ trained with one fixed recipe and several seeds, summarised in one table.
 Rows (same recipe for all): ResNet-18 alone, ResNet-34 alone, DDNN ResNet-34
 containing ResNet-18 without distillation, with KL only, with attention only
 and with both (EKD); ``--bottleneck`` adds ResNet-50 containing bottleneck
-ResNet-26/44, and those nets alone.
+ResNet-26/44, and those nets alone. The lever rows (``--rows``, see
+``docs/levers.md``) change one loss lever of the EKD row each
+(``ekd_sub_kd_only``, ``ekd_sandwich``, ``ekd_t1``, ``ekd_private_bn``) or
+combine them as Adaptive Depth Networks do (``adaptive_depth``, whose
+sub-net ``[2,2,3,2]`` alone is ``resnet34_2232``).
 
 Protocol ``--split val`` (default): train on the CIFAR-100 train file minus
 the last 50 images of every class (45,000), evaluate on those (5,000).
@@ -67,6 +71,40 @@ BASIC_ROWS = {
         'sub0': 'ResNet-18'
     }),
 }
+# The loss levers of DDNNClassifier (docs/levers.md), one at a time on the
+# EKD row, and their Adaptive-Depth-Networks combination (with the alone row
+# of its sub-net).
+_EKD_NETS = {'full': 'ResNet-34', 'sub0': 'ResNet-18'}
+LEVER_ROWS = {
+    'ekd_sub_kd_only': ('ddnn_r34_cifar100.py', dict(sub_ce_weight=0.0),
+                        _EKD_NETS),
+    # Two intermediate nets: each step trains the full net, ResNet-18 and one
+    # of them.
+    'ekd_sandwich': ('ddnn_r34_cifar100.py',
+                     dict(backbone=dict(sub_depths=[[2, 2, 2, 2],
+                                                    [2, 3, 4, 2],
+                                                    [3, 3, 5, 3]]),
+                          train_nets='sandwich_random'),
+                     dict(_EKD_NETS, sub1='ResNet-34 [2,3,4,2]',
+                          sub2='ResNet-34 [3,3,5,3]')),
+    'ekd_t1': ('ddnn_r34_cifar100.py', dict(kl_loss=dict(tau=1.0)),
+               _EKD_NETS),
+    'ekd_private_bn': ('ddnn_r34_cifar100.py',
+                       dict(backbone=dict(private_norm=True)), _EKD_NETS),
+    'adaptive_depth': ('ddnn_r34_cifar100.py',
+                       dict(backbone=dict(sub_depths=[[2, 2, 3, 2]],
+                                          private_norm=True),
+                            train_nets='sandwich',
+                            sub_ce_weight=0.0,
+                            full_loss_weight=0.5,
+                            kl_loss=dict(tau=1.0, loss_weight=0.5),
+                            at_loss=None),
+                       {'full': 'ResNet-34', 'sub0': 'ResNet-34 [2,2,3,2]'}),
+    'resnet34_2232': ('baselines/resnet34_cifar100.py',
+                      dict(backbone=dict(type='mmekd.DepthDynamicResNetCIFAR',
+                                         stage_blocks=[2, 2, 3, 2])),
+                      {'alone': 'ResNet-34 [2,2,3,2]'}),
+}
 BOTTLENECK_ROWS = {
     'resnet26b': ('baselines/resnet26b_cifar100.py', {}, {
         'alone': 'ResNet-26b'
@@ -88,6 +126,7 @@ BOTTLENECK_ROWS = {
         'sub1': 'ResNet-44b'
     }),
 }
+ALL_ROWS = {**BASIC_ROWS, **LEVER_ROWS, **BOTTLENECK_ROWS}
 # The rows of the claim; --ablation-seeds gives the others fewer seeds.
 HEADLINE_ROWS = ('resnet18', 'resnet34', 'ddnn_ekd', 'resnet26b', 'resnet44b',
                  'resnet50', 'ddnn_b_ekd')
@@ -131,7 +170,7 @@ def parse_args(argv=None):
         nargs='+',
         default=list(BASIC_ROWS),
         help=f'rows to run (default: all basic rows). Known: '
-        f'{list(BASIC_ROWS) + list(BOTTLENECK_ROWS)}')
+        f'{list(ALL_ROWS)}')
     parser.add_argument(
         '--bottleneck',
         action='store_true',
@@ -181,7 +220,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.bottleneck:
         args.rows += [r for r in BOTTLENECK_ROWS if r not in args.rows]
-    known = {**BASIC_ROWS, **BOTTLENECK_ROWS}
+    known = ALL_ROWS
     unknown = [r for r in args.rows if r not in known]
     if unknown:
         parser.error(f'unknown rows {unknown}; known: {list(known)}')
@@ -202,7 +241,7 @@ def parse_args(argv=None):
 
 def row_config(args, row: str, seed: int) -> str:
     """The config of one run: the row's config plus the fixed recipe."""
-    config, model_overrides, _ = {**BASIC_ROWS, **BOTTLENECK_ROWS}[row]
+    config, model_overrides, _ = ALL_ROWS[row]
     e = args.epochs
     if args.schedule == 'step':
         milestones = sorted({max(1, round(e * f)) for f in (0.3, 0.6, 0.8)})
@@ -300,7 +339,7 @@ def recalibrated_metrics(args, row: str, config: str, ckpt: str,
                          work_dir: str) -> Dict[str, float]:
     """``recal/<net>/top1|top5`` of every net of a DDNN row, each tested
     with its own re-estimated BatchNorm statistics."""
-    nets = {**BASIC_ROWS, **BOTTLENECK_ROWS}[row][2]
+    nets = ALL_ROWS[row][2]
     if not args.recalibrate_bn or 'alone' in nets:
         return {}
     metrics = {}
@@ -434,7 +473,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
     records = []
-    known = {**BASIC_ROWS, **BOTTLENECK_ROWS}
+    known = ALL_ROWS
     runs = [(row, seed) for row in args.rows
             for seed in (args.seeds if row in HEADLINE_ROWS
                          or args.ablation_seeds is None else

@@ -8,6 +8,7 @@ any other net becomes an :class:`mmekd.DepthDynamicResNet` in single-net mode
 ``0..k-1`` and private BatchNorm / classifier copies of the net are taken.
 """
 import copy
+import inspect
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.model import is_model_wrapper
-from mmpretrain.models import ResNet
+from mmpretrain.models import ImageClassifier, ResNet
 
 from mmekd.models.backbones import (DepthDynamicResNet,
                                     DepthDynamicResNetCIFAR)
@@ -35,9 +36,12 @@ from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
 _DYNAMIC_BACKBONE_KEYS = ('type', 'sub_depths', 'block_choice',
                           'private_norm', 'stage_blocks', 'init_cfg')
 _MULTI_NET_HEAD_KEYS = ('type', 'net_names', 'private_fc', 'init_cfg')
-# Arguments of DDNNClassifier that ImageClassifier does not take.
-_DDNN_KEYS = ('type', 'kl_loss', 'at_loss', 'at_stages', 'predict_net',
-              'eval_all_nets', 'init_cfg', 'backbone', 'neck', 'head')
+# Arguments of DDNNClassifier carried over to the plain ImageClassifier:
+# those it takes (asked from its signature, so a new DDNN-only field such as
+# a loss lever is dropped) except the parts rebuilt here.
+_CARRIED_KEYS = tuple(
+    k for k in inspect.signature(ImageClassifier.__init__).parameters
+    if k not in ('self', 'backbone', 'neck', 'head', 'init_cfg'))
 _LAYER_KEY = re.compile(r'^backbone\.(layer\d+)\.(\d+)\.(.+)$')
 
 
@@ -166,7 +170,7 @@ def plain_model_cfg(model: nn.Module, net: str, model_cfg: dict) -> dict:
         cfg['neck'] = src['neck']
     cfg['head'] = head_cfg
     for key, value in src.items():
-        if key not in _DDNN_KEYS:
+        if key in _CARRIED_KEYS:
             cfg[key] = value  # data_preprocessor, train_cfg
     return cfg
 

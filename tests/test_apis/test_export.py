@@ -258,3 +258,21 @@ def test_checkpoint_with_shared_statistics(tmp_path, monkeypatch):
     assert sd.keys() == ref.keys()
     for k in sd:
         assert torch.equal(sd[k], ref[k]), k
+
+
+def test_export_drops_training_only_fields(tmp_path):
+    # Loss levers and the step mode configure DDNN training only: the plain
+    # classifier (which does not take them) is built without them.
+    cfg = Config.fromfile(write_config(osp.join(tmp_path, 'c.py')))
+    cfg.model.update(sub_ce_weight=0.5, full_loss_weight=0.5,
+                     train_nets='sandwich', kl_topk=2,
+                     train_step_mode='simple')
+    model = randomize(build_model(cfg))
+    assert model.nets_to_train() == ['full', 'sub1']
+    plain_cfg, state_dict = export_subnet(model, 'sub1', cfg)
+    assert set(plain_cfg) == {'type', 'backbone', 'neck', 'head',
+                              'data_preprocessor'}
+    x = inputs()
+    assert_close(build_plain(plain_cfg, state_dict)(x),
+                 model.forward_nets(x, ['sub1'])[0]['sub1'], rtol=0,
+                 atol=1e-6)

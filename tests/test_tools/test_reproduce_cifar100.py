@@ -137,3 +137,37 @@ def test_bad_arguments(tmp_path):
         reproduce.main(['--data-root', str(tmp_path / 'nothing')])
     with pytest.raises(SystemExit):
         reproduce.main(['--data-root', root, '--jobs', '0'])
+
+
+def test_lever_rows_build_the_documented_models(tmp_path):
+    from mmekd.registry import MODELS
+    root = write_fake_cifar100(str(tmp_path / 'data'), per_class=2)
+    args = reproduce.parse_args([
+        '--data-root', root, '--work-dir', str(tmp_path / 'work'),
+        '--rows', *reproduce.LEVER_ROWS])
+    levers = ('sub_ce_weight', 'full_loss_weight', 'train_nets')
+    built = {}
+    for row, (_, _, nets) in reproduce.LEVER_ROWS.items():
+        cfg = Config.fromfile(reproduce.row_config(args, row, 0))
+        model = MODELS.build(cfg.model)
+        if 'alone' in nets:
+            assert list(model.backbone.stage_blocks) == [2, 2, 3, 2]
+            continue
+        assert model.net_names == list(nets)
+        bb = model.backbone
+        built[row] = (tuple(getattr(model, k) for k in levers),
+                      None if model.kl_loss is None else
+                      (model.kl_loss.tau, model.kl_loss.loss_weight),
+                      model.at_loss is not None, bb.private_norm,
+                      [bb.blocks_per_stage(n) for n in bb.sub_net_names])
+    r18 = [[2, 2, 2, 2]]
+    assert built == {
+        'ekd_sub_kd_only': ((0.0, 1.0, 'all'), (4.0, 1.0), True, 'stats',
+                            r18),
+        'ekd_sandwich': ((1.0, 1.0, 'sandwich_random'), (4.0, 1.0), True,
+                         'stats', r18 + [[2, 3, 4, 2], [3, 3, 5, 3]]),
+        'ekd_t1': ((1.0, 1.0, 'all'), (1.0, 1.0), True, 'stats', r18),
+        'ekd_private_bn': ((1.0, 1.0, 'all'), (4.0, 1.0), True, True, r18),
+        'adaptive_depth': ((0.0, 0.5, 'sandwich'), (1.0, 0.5), False, True,
+                           [[2, 2, 3, 2]]),
+    }

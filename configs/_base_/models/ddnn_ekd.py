@@ -28,6 +28,16 @@ model = dict(
         mode='activation',
         loss_weight=10.0),
     at_stages=(0, 1, 2, 3),
+    # Loss levers (docs/levers.md). Label-CE weight of every sub-net
+    # (0: the sub-nets learn from distillation only) and of the full net.
+    sub_ce_weight=1.0,
+    full_loss_weight=1.0,
+    # Nets trained per step: 'all'; 'sandwich' (full + smallest sub-net);
+    # 'sandwich_random' (also one other sub-net, drawn from the runner's seed
+    # and iteration: a resumed run draws the same). Evaluation runs all nets.
+    train_nets='all',
+    # KL on the teacher's top-k classes only (None: all classes).
+    kl_topk=None,
     predict_net='full',
     eval_all_nets=True,
 )

@@ -2,11 +2,14 @@
 """DDNN with Embedded Knowledge Distillation (EKD): the classifier that trains
 a full net and all its sub-nets on the same batch."""
 import copy
+import numbers
+import random
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
@@ -25,12 +28,16 @@ class DDNNClassifier(ImageClassifier):
     is, for every net ``n`` and every sub-net ``s``::
 
         loss_ce_<n>  classification loss of the head (CE, label smoothing...)
+                     x full_loss_weight (full net) or sub_ce_weight (sub-net)
         loss_kl_<s>  KLDivLoss(logits_s, logits_full.detach())
+                     (on the teacher's top kl_topk classes if set)
         loss_at_<s>  AttentionTransferLoss(stage features of s,
                                             same stages of full, detached)
 
     All terms are logged separately and summed by MMEngine. Setting
-    ``kl_loss=None`` and ``at_loss=None`` gives DDNN without EKD.
+    ``kl_loss=None`` and ``at_loss=None`` gives DDNN without EKD. The levers
+    ``sub_ce_weight``, ``full_loss_weight``, ``train_nets`` and ``kl_topk``
+    (documented in ``docs/levers.md``) default to the plain EKD loss above.
 
     Evaluation runs every net in one pass: ``pred_score`` is the prediction of
     ``predict_net`` and, with ``eval_all_nets``, each data sample carries
@@ -73,6 +80,22 @@ class DDNNClassifier(ImageClassifier):
         channels_last (bool): Keep the convolution weights and the input
             batch in ``torch.channels_last`` memory format (faster
             convolutions on tensor-core GPUs with AMP). Defaults to False.
+        sub_ce_weight (float): Weight (>= 0) of every sub-net's label loss
+            ``loss_ce_<sub>``; 0 drops the term (the sub-nets learn from
+            distillation only, which then must be on). Defaults to 1.0.
+        full_loss_weight (float): Weight (> 0) of the full net's label loss
+            ``loss_ce_full``. Defaults to 1.0.
+        train_nets (str): Nets trained in a step. ``'all'`` (default): every
+            net. ``'sandwich'``: the full net and the smallest sub-net (fewest
+            blocks). ``'sandwich_random'``: those two plus one of the other
+            sub-nets, drawn from the runner's seed and iteration (the
+            ``'seed'`` and ``'iter'`` of MMEngine's message hub), so a resumed
+            run draws the same nets; outside a runner, from seed 0 and a count
+            of this model's training steps. Evaluation always runs all nets.
+        kl_topk (int, optional): Compute ``kl_loss`` on the teacher's ``k``
+            highest-scoring classes of each sample only (both nets' logits
+            gathered there, softmax over those ``k``). Defaults to None (all
+            classes).
         **kwargs: Other arguments of :class:`ImageClassifier`
             (``data_preprocessor``, ``train_cfg``, ``init_cfg``...).
     """
@@ -93,6 +116,10 @@ class DDNNClassifier(ImageClassifier):
                  eval_all_nets: bool = True,
                  train_step_mode: str = 'memory_efficient',
                  channels_last: bool = False,
+                 sub_ce_weight: float = 1.0,
+                 full_loss_weight: float = 1.0,
+                 train_nets: str = 'all',
+                 kl_topk: Optional[int] = None,
                  **kwargs):
         if not isinstance(backbone, nn.Module):
             backbone = MODELS.build(backbone)
@@ -167,8 +194,89 @@ class DDNNClassifier(ImageClassifier):
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        self._init_levers(sub_ce_weight, full_loss_weight, train_nets,
+                          kl_topk)
 
     TRAIN_STEP_MODES = ('memory_efficient', 'simple')
+    TRAIN_NETS = ('all', 'sandwich', 'sandwich_random')
+
+    def _init_levers(self, sub_ce_weight, full_loss_weight, train_nets,
+                     kl_topk) -> None:
+        """Check and keep the loss levers (see the class docstring)."""
+
+        def weight(name, value, allow_zero):
+            if (isinstance(value, bool)
+                    or not isinstance(value, numbers.Real)
+                    or not (value >= 0 if allow_zero else value > 0)
+                    or value == float('inf')):
+                bound = '>= 0' if allow_zero else '> 0'
+                raise ValueError(f'{name} must be a finite number {bound}, '
+                                 f'got {value!r}')
+            return float(value)
+
+        self.sub_ce_weight = weight('sub_ce_weight', sub_ce_weight, True)
+        self.full_loss_weight = weight('full_loss_weight', full_loss_weight,
+                                       False)
+        subs = self.backbone.sub_net_names
+        if (self.sub_ce_weight == 0 and subs and self.kl_loss is None
+                and self.at_loss is None):
+            raise ValueError(
+                'sub_ce_weight=0 with kl_loss=None and at_loss=None leaves '
+                'the sub-nets without any loss; set a distillation loss or '
+                'sub_ce_weight > 0')
+        if train_nets not in self.TRAIN_NETS:
+            raise ValueError(f'train_nets must be one of {self.TRAIN_NETS}, '
+                             f'got {train_nets!r}')
+        self.train_nets = train_nets
+        self._smallest = None
+        self._middle: List[str] = []
+        if train_nets != 'all' and subs:
+            sizes = {n: sum(self.backbone.blocks_per_stage(n)) for n in subs}
+            fewest = min(sizes.values())
+            smallest = [n for n in subs if sizes[n] == fewest]
+            if len(smallest) > 1:
+                raise ValueError(
+                    f'train_nets={train_nets!r} needs one smallest sub-net, '
+                    f'but {smallest} all have {fewest} blocks; make their '
+                    f'sub_depths differ in size or use train_nets=\'all\'')
+            self._smallest = smallest[0]
+            self._middle = [n for n in subs if n != self._smallest]
+        if train_nets == 'sandwich_random' and not self._middle:
+            raise ValueError(
+                "train_nets='sandwich_random' draws one sub-net besides the "
+                f'smallest, but the backbone has only {subs}; use '
+                "train_nets='sandwich' (or add sub_depths)")
+        self._draws = 0  # training steps drawn outside a runner
+        if kl_topk is not None:
+            classes = self.head.num_classes
+            if (isinstance(kl_topk, bool) or not isinstance(kl_topk, int)
+                    or not 1 <= kl_topk <= classes):
+                raise ValueError(f'kl_topk must be None or an int in [1, '
+                                 f'{classes}] (the head\'s num_classes), got '
+                                 f'{kl_topk!r}')
+            if self.kl_loss is None:
+                raise ValueError('kl_topk is set but kl_loss is None; set '
+                                 'kl_loss or kl_topk=None')
+        self.kl_topk = kl_topk
+
+    def nets_to_train(self) -> List[str]:
+        """The nets one training step runs (see ``train_nets``), in
+        ``net_names`` order. ``'sandwich_random'`` draws a new middle net on
+        every call."""
+        if self.train_nets == 'all' or self._smallest is None:
+            return self.net_names
+        keep = {FULL_NET, self._smallest}
+        if self.train_nets == 'sandwich_random':
+            hub = MessageHub.get_current_instance()
+            seed, step = hub.get_info('seed'), hub.get_info('iter')
+            if step is None:  # not in a runner's training loop
+                seed, step = 0, self._draws
+            self._draws += 1
+            # A fresh generator per step: the draw depends on (seed, step)
+            # only, not on how many draws came before (exact resume).
+            keep.add(random.Random(f'{seed or 0}:{step}').choice(
+                self._middle))
+        return [n for n in self.net_names if n in keep]
 
     def init_weights(self):
         super().init_weights()
@@ -245,8 +353,9 @@ class DDNNClassifier(ImageClassifier):
     # ------------------------------------------------------------------ #
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
-        """CE for every net plus EKD terms for every sub-net."""
-        logits, feats = self.forward_nets(inputs)
+        """CE for every trained net (``train_nets``) plus EKD terms for every
+        trained sub-net."""
+        logits, feats = self.forward_nets(inputs, self.nets_to_train())
         return self.compute_losses(logits, feats, data_samples)
 
     def compute_losses(self, logits: Dict[str, torch.Tensor],
@@ -260,8 +369,12 @@ class DDNNClassifier(ImageClassifier):
         """
         losses = dict()
         for net, score in logits.items():
-            losses[f'loss_ce_{net}'] = self.head.loss_by_net(
-                score, data_samples)
+            w = self.full_loss_weight if net == FULL_NET else \
+                self.sub_ce_weight
+            if w == 0:
+                continue
+            ce = self.head.loss_by_net(score, data_samples)
+            losses[f'loss_ce_{net}'] = ce if w == 1 else w * ce
         students = [n for n in logits if n != FULL_NET]
         distill = self.kl_loss is not None or (self.at_loss is not None
                                                and bool(self.at_stages))
@@ -269,8 +382,12 @@ class DDNNClassifier(ImageClassifier):
             raise ValueError('distillation needs the full net (teacher)')
         for net in students:
             if self.kl_loss is not None:
-                losses[f'loss_kl_{net}'] = self.kl_loss(
-                    logits[net], logits[FULL_NET].detach())
+                student, teacher = logits[net], logits[FULL_NET].detach()
+                if self.kl_topk is not None:
+                    top = teacher.topk(self.kl_topk, dim=1).indices
+                    student, teacher = student.gather(1, top), \
+                        teacher.gather(1, top)
+                losses[f'loss_kl_{net}'] = self.kl_loss(student, teacher)
             if self.at_loss is not None and self.at_stages:
                 pos = [self._stage_pos[s] for s in self.at_stages]
                 losses[f'loss_at_{net}'] = self.at_loss(
@@ -283,7 +400,8 @@ class DDNNClassifier(ImageClassifier):
     # ------------------------------------------------------------------ #
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One optimisation step of all nets (see ``train_step_mode``).
+        """One optimisation step of the nets ``train_nets`` selects (see
+        ``train_step_mode``).
 
         Same contract as :meth:`mmengine.model.BaseModel.train_step`: the
         forward runs in ``optim_wrapper.optim_context`` (AMP, ``no_sync``
@@ -368,7 +486,7 @@ class DDNNClassifier(ImageClassifier):
         Returns:
             dict[str, Tensor]: All loss terms (teacher first).
         """
-        step = _MemoryEfficientStep(self, self.net_names, data_samples,
+        step = _MemoryEfficientStep(self, self.nets_to_train(), data_samples,
                                     backward)
         self.backbone.walk_nets(
             self._format_inputs(inputs), step.nets, step.visit)
