@@ -367,32 +367,52 @@ class DDNNClassifier(ImageClassifier):
         With distillation, the teacher (full net) must be among them when a
         sub-net is.
         """
+        students = [n for n in logits if n != FULL_NET]
+        if self._distills and students and FULL_NET not in logits:
+            raise ValueError('distillation needs the full net (teacher)')
         losses = dict()
         for net, score in logits.items():
-            w = self.full_loss_weight if net == FULL_NET else \
-                self.sub_ce_weight
-            if w == 0:
-                continue
-            ce = self.head.loss_by_net(score, data_samples)
-            losses[f'loss_ce_{net}'] = ce if w == 1 else w * ce
-        students = [n for n in logits if n != FULL_NET]
-        distill = self.kl_loss is not None or (self.at_loss is not None
-                                               and bool(self.at_stages))
-        if distill and students and FULL_NET not in logits:
-            raise ValueError('distillation needs the full net (teacher)')
-        for net in students:
-            if self.kl_loss is not None:
-                student, teacher = logits[net], logits[FULL_NET].detach()
-                if self.kl_topk is not None:
-                    top = teacher.topk(self.kl_topk, dim=1).indices
-                    student, teacher = student.gather(1, top), \
-                        teacher.gather(1, top)
-                losses[f'loss_kl_{net}'] = self.kl_loss(student, teacher)
-            if self.at_loss is not None and self.at_stages:
-                pos = [self._stage_pos[s] for s in self.at_stages]
-                losses[f'loss_at_{net}'] = self.at_loss(
-                    [feats[net][p] for p in pos],
-                    [feats[FULL_NET][p].detach() for p in pos])
+            losses.update(self.label_loss(net, score, data_samples))
+        for net in students if self._distills else []:
+            losses.update(self.distill_losses(net, logits[net], feats[net],
+                                              logits[FULL_NET],
+                                              feats[FULL_NET]))
+        return losses
+
+    @property
+    def _distills(self) -> bool:
+        return self.kl_loss is not None or (self.at_loss is not None
+                                            and bool(self.at_stages))
+
+    def label_loss(self, net: str, score: torch.Tensor,
+                   data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
+        """``{'loss_ce_<net>': ...}``: the head's loss of one net, weighted
+        (``full_loss_weight`` / ``sub_ce_weight``; nothing for weight 0)."""
+        w = self.full_loss_weight if net == FULL_NET else self.sub_ce_weight
+        if w == 0:
+            return {}
+        ce = self.head.loss_by_net(score, data_samples)
+        return {f'loss_ce_{net}': ce if w == 1 else w * ce}
+
+    def distill_losses(self, net: str, logits: torch.Tensor,
+                       feats: Tuple[torch.Tensor],
+                       teacher_logits: torch.Tensor,
+                       teacher_feats: Tuple[torch.Tensor]
+                       ) -> Dict[str, torch.Tensor]:
+        """The EKD terms of student ``net`` (the teacher is detached)."""
+        losses = {}
+        if self.kl_loss is not None:
+            student, teacher = logits, teacher_logits.detach()
+            if self.kl_topk is not None:
+                top = teacher.topk(self.kl_topk, dim=1).indices
+                student, teacher = student.gather(1, top), \
+                    teacher.gather(1, top)
+            losses[f'loss_kl_{net}'] = self.kl_loss(student, teacher)
+        if self.at_loss is not None and self.at_stages:
+            pos = [self._stage_pos[s] for s in self.at_stages]
+            losses[f'loss_at_{net}'] = self.at_loss(
+                [feats[p] for p in pos],
+                [teacher_feats[p].detach() for p in pos])
         return losses
 
     # ------------------------------------------------------------------ #
@@ -536,7 +556,7 @@ class _MemoryEfficientStep:
         if model.at_loss is not None and len(nets) > 1:
             self.feat_stages.update(model.at_stages)
         self.outs = {net: {} for net in nets}
-        self.teacher = None  # (logits, feats, loss keys), detached
+        self.teacher = None  # (logits, feats), detached
         self.pending = []  # students that ended before the teacher
         self.losses = OrderedDict()
 
@@ -570,8 +590,7 @@ class _MemoryEfficientStep:
             losses = model.compute_losses({net: logits}, {net: feats},
                                           self.data_samples)
             self.backward(model.parse_losses(losses)[0])
-            self.teacher = (logits.detach(), tuple(f.detach() for f in feats),
-                            set(losses))
+            self.teacher = (logits.detach(), tuple(f.detach() for f in feats))
             self.losses.update(losses)
             for pending in self.pending:
                 self.finish_student(*pending)
@@ -583,17 +602,10 @@ class _MemoryEfficientStep:
 
     def finish_student(self, net: str, logits: torch.Tensor,
                        feats: Tuple[torch.Tensor]) -> None:
-        t_logits, t_feats, t_keys = self.teacher
-        losses = self.model.compute_losses({
-            FULL_NET: t_logits,
-            net: logits
-        }, {
-            FULL_NET: t_feats,
-            net: feats
-        }, self.data_samples)
-        # The teacher's own terms (recomputed here on detached logits)
-        # were back-propagated with the teacher.
-        losses = OrderedDict(
-            (k, v) for k, v in losses.items() if k not in t_keys)
-        self.backward(self.model.parse_losses(losses)[0])
+        model = self.model
+        t_logits, t_feats = self.teacher
+        losses = OrderedDict(model.label_loss(net, logits, self.data_samples))
+        losses.update(model.distill_losses(net, logits, feats, t_logits,
+                                           t_feats))
+        self.backward(model.parse_losses(losses)[0])
         self.losses.update(losses)

@@ -1,0 +1,79 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""The net tree: one owner of which blocks each net runs, in which order."""
+import pytest
+import torch
+
+from mmekd.models.backbones import NetTree, TreeNode
+from mmekd.models.utils import UnknownNetError, check_net_name
+
+
+def test_paths_and_input_groups():
+    tree = NetTree((3, 4, 6, 3), [[2, 2, 2, 2], [1, [0, 3], 2, 1]])
+    assert tree.net_names == ['full', 'sub0', 'sub1']
+    assert tree.paths['sub0'][:3] == [(0, 0), (0, 1), (1, 0)]
+    assert tree.paths['sub1'][:3] == [(0, 0), (1, 0), (1, 3)]
+    groups = tree.input_groups()
+    assert groups[(0, 0)] == [['full', 'sub0', 'sub1']]
+    assert groups[(0, 1)] == [['full', 'sub0']]
+    # (1, 0) is reached from (0, 2) by full, from (0, 1) by sub0 and from
+    # (0, 0) by sub1: three inputs.
+    assert groups[(1, 0)] == [['full'], ['sub0'], ['sub1']]
+
+
+def test_walk_runs_each_block_once_per_input_depth_first():
+    tree = NetTree((2, 2), [[1, 1], [2, [0]]])
+    calls, nodes = [], []
+
+    def run_block(stage, block, x, net):
+        calls.append((stage, block, net))
+        return x + 1
+
+    def visit(node: TreeNode, y):
+        nodes.append(node)
+        return y, (lambda: calls.append(('after', node.stage, node.block)))
+
+    tree.walk(torch.zeros(1), ['full', 'sub0', 'sub1'], run_block,
+              out_stages=(0, 1), visit=visit)
+    # Block (0, 0) once for all, (0, 1) and (1, 0) once for full and sub1
+    # (same input); the full net's subtree first; each 'after' once the
+    # tree below its block is done.
+    assert calls == [
+        (0, 0, 'full'), (0, 1, 'full'), (1, 0, 'full'), (1, 1, 'full'),
+        ('after', 1, 1), ('after', 1, 0), ('after', 0, 1), (1, 0, 'sub0'),
+        ('after', 1, 0), ('after', 0, 0)]
+    first = nodes[0]
+    assert (first.nets, first.ends, first.features, first.branches) == (
+        ['full', 'sub0', 'sub1'], [], ['sub0'], 2)
+    sub1_end = [n for n in nodes if n.ends == ['sub1']][0]
+    assert (sub1_end.stage, sub1_end.block, sub1_end.nets,
+            sub1_end.features, sub1_end.branches) == (1, 0, ['full', 'sub1'],
+                                                      ['sub1'], 1)
+
+
+def test_one_net_name_check():
+    with pytest.raises(UnknownNetError,
+                       match=r"unknown net 'sub5'; this model has \['full'\]"):
+        check_net_name('sub5', ['full'])
+    assert issubclass(UnknownNetError, KeyError)
+    assert issubclass(UnknownNetError, ValueError)
+
+
+def test_teacher_label_loss_is_computed_once(tiny_ddnn_cfg, monkeypatch):
+    """The memory-efficient step computes one label loss per net (it used
+    to recompute the teacher's for every student and throw it away)."""
+    from mmengine.optim import OptimWrapper
+    from mmpretrain.structures import DataSample
+
+    from mmekd.registry import MODELS
+    tiny_ddnn_cfg['backbone']['sub_depths'] = [[1, 1, 1, 1], [2, 1, 1, 1]]
+    model = MODELS.build(tiny_ddnn_cfg)
+    calls = []
+    real = model.head.loss_by_net
+    monkeypatch.setattr(model.head, 'loss_by_net',
+                        lambda *a: calls.append(1) or real(*a))
+    batch = dict(inputs=torch.rand(4, 3, 16, 16) * 255,
+                 data_samples=[DataSample().set_gt_label(i % 3)
+                               for i in range(4)])
+    model.train_step(batch, OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert len(calls) == 3
