@@ -35,6 +35,7 @@ val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, 5))
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
+    type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
 train_cfg = dict(type='mmekd.KnowledgeEvolutionTrainLoop', val_interval=100)
 val_cfg = dict()

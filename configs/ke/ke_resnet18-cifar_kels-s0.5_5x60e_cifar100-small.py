@@ -30,6 +30,7 @@ train_dataloader = dict(
     batch_size=64, dataset=dict(max_per_class=50))
 
 optim_wrapper = dict(
+    type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
 # The run length (5 x 60 epochs) and the schedule of every generation (a
 # 5-epoch warm-up + cosine, restarted) follow from the KE hook below.

@@ -79,6 +79,7 @@ model = dict(
     ))
 
 optim_wrapper = dict(
+    type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
     optimizer=dict(type='SGD', lr=0.256, momentum=0.9, weight_decay=1e-4))
 # The run length (10 x 200 epochs) and the paper's per-epoch schedule of
 # every generation, restarted each time (lr*(e+1)/5 for epochs 0-4, then

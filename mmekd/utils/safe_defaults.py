@@ -1,46 +1,40 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-"""Crash- and NaN-safe replacements for MMEngine's default components."""
+"""``--on-nonfinite``: what a NaN/inf loss does, on the config's wrapper."""
 from typing import Optional
 
 from mmengine.config import Config
 
-# MMEngine type -> mmekd subclass with the same arguments and behaviour,
-# plus the safety the subclass documents.
-_CHECKPOINT_HOOKS = ('CheckpointHook', 'mmengine.CheckpointHook')
-_OPTIM_WRAPPERS = ('OptimWrapper', 'mmengine.OptimWrapper')
+_PLAIN_WRAPPERS = ('OptimWrapper', 'mmengine.OptimWrapper')
+_SAFE_WRAPPERS = ('mmekd.SafeOptimWrapper', 'SafeOptimWrapper')
 
 
 def apply_safe_training_defaults(cfg: Config,
                                  on_nonfinite: Optional[str] = None) -> None:
-    """Use mmekd's safe subclasses where ``cfg`` asks for MMEngine's plain
-    ones (in place).
+    """Set ``optim_wrapper.on_nonfinite`` (``'stop'``/``'skip'``) in place.
 
-    - ``default_hooks.checkpoint`` of type ``CheckpointHook`` becomes
-      :class:`mmekd.AtomicCheckpointHook` (atomic writes; same arguments);
-    - ``optim_wrapper`` of type ``OptimWrapper`` (or without a type)
-      becomes :class:`mmekd.SafeOptimWrapper` (non-finite losses stop
-      training, or are skipped);
-    - ``on_nonfinite`` (``'stop'``/``'skip'``), if given, is set on it.
+    The config says what runs: mmekd's ``_base_`` configs use
+    :class:`mmekd.SafeOptimWrapper` and :class:`mmekd.AtomicCheckpointHook`
+    themselves, and nothing is swapped behind a config's back. Only when
+    ``on_nonfinite`` is asked for and the config has MMEngine's plain
+    ``OptimWrapper`` (which cannot honour it) is the wrapper made a
+    ``SafeOptimWrapper`` with the same arguments, and that is printed.
 
-    Other types (e.g. ``AmpOptimWrapper``, whose loss scaler already skips
-    steps with inf/NaN gradients) are left as configured.
+    Raises:
+        SystemExit: ``on_nonfinite`` is given but the config has no
+            optimizer wrapper, or another type (e.g. ``AmpOptimWrapper``).
     """
-    hooks = cfg.get('default_hooks') or {}
-    ckpt = hooks.get('checkpoint')
-    if ckpt is not None and ckpt.get('type') in _CHECKPOINT_HOOKS:
-        ckpt['type'] = 'mmekd.AtomicCheckpointHook'
+    if on_nonfinite is None:
+        return
     optim = cfg.get('optim_wrapper')
     if optim is None:
-        if on_nonfinite is not None:
-            raise SystemExit('--on-nonfinite: the config has no '
-                             'optim_wrapper')
-        return
-    if optim.get('type', 'OptimWrapper') in _OPTIM_WRAPPERS:
+        raise SystemExit('--on-nonfinite: the config has no optim_wrapper')
+    kind = optim.get('type', 'OptimWrapper')
+    if kind in _PLAIN_WRAPPERS:
         optim['type'] = 'mmekd.SafeOptimWrapper'
-    if on_nonfinite is not None:
-        if optim['type'] not in ('mmekd.SafeOptimWrapper',
-                                 'SafeOptimWrapper'):
-            raise SystemExit(
-                f'--on-nonfinite needs mmekd.SafeOptimWrapper; the config '
-                f"uses optim_wrapper.type={optim['type']!r}")
-        optim['on_nonfinite'] = on_nonfinite
+        print(f'--on-nonfinite {on_nonfinite}: optim_wrapper.type {kind} -> '
+              'mmekd.SafeOptimWrapper (same arguments)', flush=True)
+    elif kind not in _SAFE_WRAPPERS:
+        raise SystemExit(
+            f'--on-nonfinite needs mmekd.SafeOptimWrapper; the config '
+            f'uses optim_wrapper.type={kind!r}')
+    optim['on_nonfinite'] = on_nonfinite

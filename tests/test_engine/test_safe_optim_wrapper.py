@@ -161,9 +161,12 @@ def test_config_and_validation():
     cfg = Config(dict(optim_wrapper=dict(
         optimizer=dict(type='SGD', lr=0.1)), default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=1))))
+    # The config says what runs: nothing is swapped without the flag.
+    apply_safe_training_defaults(cfg, on_nonfinite=None)
+    assert 'type' not in cfg.optim_wrapper
     apply_safe_training_defaults(cfg, on_nonfinite='skip')
     assert cfg.optim_wrapper.type == 'mmekd.SafeOptimWrapper'
-    assert cfg.default_hooks.checkpoint.type == 'mmekd.AtomicCheckpointHook'
+    assert cfg.default_hooks.checkpoint.type == 'CheckpointHook'
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         wrapper = build_optim_wrapper(ToyModel(), cfg.optim_wrapper)
     assert isinstance(wrapper, SafeOptimWrapper)
