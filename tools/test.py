@@ -109,11 +109,14 @@ def main():
             # re-estimate the net's statistics on training batches.
             runner.load_or_resume()
             net = args.net or cfg.model.get('predict_net')
-            recalibrate_bn(runner.model,
-                           Runner.build_dataloader(cfg.train_dataloader),
-                           args.recalibrate_bn, net=net)
-            runner.logger.info(f'BatchNorm statistics of {net} recalibrated '
-                               f'on {args.recalibrate_bn} training batches')
+            used = recalibrate_bn(
+                runner.model, Runner.build_dataloader(cfg.train_dataloader),
+                args.recalibrate_bn, net=net)
+            runner.logger.info(
+                f'BatchNorm statistics of {net} recalibrated on {used} '
+                'training batches' + ('' if used == args.recalibrate_bn else
+                                      f' ({args.recalibrate_bn} asked: the '
+                                      'training dataloader is shorter)'))
         metrics = runner.test()
     except (CheckpointMismatchError, UnsafeCheckpointError) as e:
         runner.logger.error(str(e))

@@ -555,7 +555,8 @@ def export_to_files(config,
         with DefaultScope.overwrite_default_scope(
                 cfg.get('default_scope', 'mmpretrain')):
             loader = Runner.build_dataloader(cfg.train_dataloader)
-        _recalibrate(model, loader, recalibrate_bn, net=net)
+        # Record the batches actually used: a short loader gives fewer.
+        recalibrate_bn = _recalibrate(model, loader, recalibrate_bn, net=net)
     plain_cfg, state_dict = export_subnet(model, net, cfg)
     backbone = model.backbone
     arch = net_arch_name(model, net)
