@@ -87,10 +87,15 @@ class _LocalCIFARMixin:
         if max_per_class is not None and max_per_class < 1:
             raise ValueError(f'max_per_class must be >= 1, got '
                              f'{max_per_class}')
-        if not data_root or not osp.isdir(data_root):
+        if not data_root or not osp.isdir(
+                osp.join(data_root, self.base_folder)):
+            what = ('is not a directory' if not data_root
+                    or not osp.isdir(data_root) else
+                    f"has no '{self.base_folder}/' folder")
             raise FileNotFoundError(
-                f'data_root {data_root!r} of {type(self).__name__} is not a '
-                f"directory; it must contain '{self.base_folder}/'")
+                f'data_root {data_root!r} of {type(self).__name__} {what}; '
+                f"it must contain '{self.base_folder}/' as extracted from "
+                f'{self.url}. {self.root_hint}')
         self.val_per_class = val_per_class
         self.subset = subset
         self.max_per_class = max_per_class
@@ -152,9 +157,16 @@ class _LocalCIFARMixin:
 class CIFAR10(_LocalCIFARMixin, _MMPretrainCIFAR10):
     __doc__ = ('CIFAR-10 from local files.\n\n' +
                (_LocalCIFARMixin.__doc__ or ''))
+    root_hint = ('Set data_root in the config or with --cfg-options '
+                 'train_dataloader.dataset.data_root=PATH.')
 
 
 @DATASETS.register_module()
 class CIFAR100(_LocalCIFARMixin, _MMPretrainCIFAR100):
     __doc__ = ('CIFAR-100 (fine labels) from local files.\n\n' +
                (_LocalCIFARMixin.__doc__ or ''))
+    # configs/_base_/datasets/cifar100_bs128.py reads this variable.
+    root_hint = ('The mmekd CIFAR-100 configs read data_root from '
+                 '$CIFAR100_ROOT (default data/cifar100): run e.g. '
+                 'CIFAR100_ROOT=/path/to/cifar100 python tools/train.py '
+                 'CONFIG, where /path/to/cifar100 holds cifar-100-python/.')

@@ -58,6 +58,23 @@ def test_local_files_no_md5_and_val_split(tmp_path):
     assert len(test) == 400
 
 
+def test_missing_data_names_the_folder_and_variable(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        build(data_root=str(tmp_path / 'missing'))
+    msg = str(e.value)
+    assert 'is not a directory' in msg and "'cifar-100-python/'" in msg
+    assert 'cifar-100-python.tar.gz' in msg
+    assert 'CIFAR100_ROOT=/path/to/cifar100 python tools/train.py' in msg
+    # An existing folder without the extracted archive in it.
+    with pytest.raises(FileNotFoundError,
+                       match="has no 'cifar-100-python/' folder.*"
+                       r'\$CIFAR100_ROOT'):
+        build(data_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="'cifar-10-batches-py/'.*"
+                       'dataset.data_root=PATH'):
+        DATASETS.build(dict(type='mmekd.CIFAR10', data_root=str(tmp_path)))
+
+
 def test_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match='data_root'):
         build(data_root=str(tmp_path / 'missing'))
