@@ -15,20 +15,12 @@ num_classes = {{'$NUM_CLASSES:10'}}
 data_preprocessor = dict(num_classes=num_classes)
 model = dict(head=dict(num_classes=num_classes))
 
-train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='CustomDataset',
-        data_root=data_root,
-        data_prefix='train',
-        pipeline={{_base_.train_pipeline}}))
-val_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='CustomDataset',
-        data_root=data_root,
-        data_prefix='val',
-        pipeline={{_base_.test_pipeline}}))
+# The base config's ImageNet dataset, replaced by the folders.
+folder = dict(_delete_=True, type='CustomDataset', data_root=data_root)
+train_dataloader = dict(dataset=dict(
+    folder, data_prefix='train', pipeline={{_base_.train_pipeline}}))
+val_dataloader = dict(dataset=dict(
+    folder, data_prefix='val', pipeline={{_base_.test_pipeline}}))
 test_dataloader = val_dataloader
 # Top-5 only where there are more than 5 classes.
 val_evaluator = dict(topk=(1, 5) if num_classes > 5 else (1, ))
