@@ -62,6 +62,10 @@ class _LocalCIFARMixin:
             ``'val'`` (the held-out images). ``'all'`` (default) keeps all.
         max_per_class (int, optional): Keep at most the first this many images
             of every class of the chosen subset (small-data experiments).
+        channel_order (str): ``'rgb'`` (default): the arrays as the CIFAR
+            files store them, as MMPretrain's CIFAR datasets give them;
+            ``'bgr'``: in the order OpenMMLab reads image files (what the
+            config of an exported model uses, with ``to_rgb=True``).
         **kwargs: Other arguments of :class:`mmpretrain.datasets.BaseDataset`
             (``pipeline``, ``test_mode``, ``indices``...).
     """
@@ -72,7 +76,11 @@ class _LocalCIFARMixin:
                  val_per_class: int = 0,
                  subset: str = 'all',
                  max_per_class: Optional[int] = None,
+                 channel_order: str = 'rgb',
                  **kwargs):
+        if channel_order not in ('rgb', 'bgr'):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got "
+                             f'{channel_order!r}')
         if split not in ('train', 'test'):
             raise ValueError(
                 f"split must be 'train' or 'test', got {split!r}")
@@ -99,6 +107,7 @@ class _LocalCIFARMixin:
         self.val_per_class = val_per_class
         self.subset = subset
         self.max_per_class = max_per_class
+        self.channel_order = channel_order
         kwargs.pop('download', None)
         super().__init__(
             data_root=data_root, split=split, download=False, **kwargs)
@@ -113,6 +122,8 @@ class _LocalCIFARMixin:
             imgs.append(np.asarray(entry['data'], dtype=np.uint8))
             labels.extend(entry.get('labels', entry.get('fine_labels', [])))
         imgs = np.vstack(imgs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        if self.channel_order == 'bgr':
+            imgs = np.ascontiguousarray(imgs[..., ::-1])
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) != len(imgs):
             raise ValueError(f'{root}: {len(imgs)} images but {len(labels)} '

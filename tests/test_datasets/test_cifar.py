@@ -226,3 +226,25 @@ def test_in_memory_batches_grey_images():
     batch = ds.__getitems__([2, 0])
     assert batch['inputs'].shape == (2, 1, 4, 4)
     assert batch['inputs'][:, 0, 0, 0].tolist() == [2, 0]
+
+
+def test_channel_order(tmp_path):
+    folder = tmp_path / 'cifar-100-python'
+    folder.mkdir()
+    data = np.random.default_rng(0).integers(0, 256, (2, 3 * 32 * 32),
+                                             dtype=np.uint8)
+    for name in ('train', 'test'):
+        with open(folder / name, 'wb') as f:
+            pickle.dump({'data': data, 'fine_labels': [0, 1]}, f)
+    rgb = build(data_root=str(tmp_path))
+    bgr = build(data_root=str(tmp_path), channel_order='bgr')
+    planes = data.reshape(2, 3, 32, 32)
+    for i in range(2):
+        # The file stores the R, G, B planes in that order.
+        assert np.array_equal(rgb.get_data_info(i)['img'],
+                              planes[i].transpose(1, 2, 0))
+        assert np.array_equal(bgr.get_data_info(i)['img'],
+                              planes[i, ::-1].transpose(1, 2, 0))
+    with pytest.raises(ValueError, match="channel_order must be 'rgb' or "
+                       "'bgr', got 'RGB'"):
+        build(data_root=str(tmp_path), channel_order='RGB')
