@@ -13,6 +13,7 @@ from .export import (ExportError, build_model, check_net,
                      trained_nets)
 from .model_zoo import model_index_path, register_model_zoo
 from .onnx_export import LogitsModel, export_onnx, onnx_logits, verify_onnx
+from .pretrained import load_torchvision_weights, torchvision_to_mmpretrain
 
 __all__ = [
     'complexity', 'input_size', 'net_costs',
@@ -23,5 +24,6 @@ __all__ = [
     'net_depth', 'plain_model_cfg', 'read_checkpoint', 'standard_depth',
     'trained_nets', 'model_index_path', 'register_model_zoo', 'LogitsModel',
     'export_onnx', 'onnx_logits', 'verify_onnx', 'dataset_channel_order',
-    'describe_channel_order', 'model_channel_order'
+    'describe_channel_order', 'model_channel_order',
+    'load_torchvision_weights', 'torchvision_to_mmpretrain'
 ]

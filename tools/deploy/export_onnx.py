@@ -7,8 +7,9 @@ The graph takes normalized images (``input``, ``(N, 3, H, W)``, dynamic N)
 and returns class scores (``logits``). The ONNX metadata stores how to
 prepare an image: ``channel_order`` of the input (that of the training
 images as the model saw them), ``to_rgb`` (flip an image read as BGR, e.g.
-by OpenCV, before normalizing) and ``mean``/``std`` (in ``channel_order``). onnxruntime's output is
-compared with PyTorch's on random inputs (``--atol``, default 1e-4).
+by OpenCV, before normalizing) and ``mean``/``std`` (in ``channel_order``).
+onnxruntime's output is compared with PyTorch's on random inputs
+(``--atol``, default 1e-4).
 """
 import argparse
 import json
@@ -19,10 +20,9 @@ from mmengine.config import Config
 
 import mmekd  # noqa: F401
 from mmekd.apis import (ExportError, build_model, check_net,
-                        describe_channel_order, model_channel_order,
-                        check_net_in_checkpoint, export_onnx, export_subnet,
-                        input_size, load_config, load_ddnn_model,
-                        verify_onnx)
+                        check_net_in_checkpoint, describe_channel_order,
+                        export_onnx, export_subnet, input_size, load_config,
+                        load_ddnn_model, model_channel_order, verify_onnx)
 
 
 def parse_args():
