@@ -18,12 +18,13 @@ IMAGENET = osp.join(REPO, 'configs', 'ddnn_r34_imagenet.py')
 def write_cfg(tmp_path, depth=34, sub_depths=((2, 2, 2, 2), ), classes=1000,
               private_norm='stats', private_fc=False):
     path = osp.join(tmp_path, f'r{depth}_{classes}_{private_norm}.py')
+    width = 2048 if depth >= 50 else 512
     with open(path, 'w') as f:
         f.write(f'_base_ = {IMAGENET!r}\n'
                 f'model = dict(backbone=dict(depth={depth}, sub_depths='
                 f'{[list(s) for s in sub_depths]}, private_norm='
                 f'{private_norm!r}), head=dict(num_classes={classes}, '
-                f'private_fc={private_fc}))\n')
+                f'in_channels={width}, private_fc={private_fc}))\n')
     return path
 
 
@@ -46,6 +47,7 @@ def convert(monkeypatch, *args):
     ('resnet18', 18, [[1, 1, 1, 1]], 'stats'),
     ('resnet34', 34, [[2, 2, 2, 2]], 'stats'),
     ('resnet34', 34, [[2, 2, 2, 2], [1, 1, 1, 1]], True),
+    ('resnet50', 50, [[2, 2, 2, 2]], 'stats'),
 ])
 def test_full_net_logits_equal_torchvision(tmp_path, monkeypatch,
                                            randomize_norms, arch, depth,
