@@ -55,10 +55,23 @@ def test_config_reads_the_folder(folder):
     assert tuple(sample['inputs'].shape) == (3, 224, 224)
 
 
-def test_trains_one_iteration(folder, tmp_path, monkeypatch, capsys):
+def test_trains_one_iteration_from_torchvision_weights(folder, tmp_path,
+                                                       monkeypatch, capsys):
+    """The recipe of docs/custom_data.md: torchvision ResNet-34 weights
+    (random here: no download) without their classifier, then training."""
+    torchvision = pytest.importorskip('torchvision')
+    tv = torchvision.models.resnet34(weights=None)
+    tv_path = str(tmp_path / 'resnet34.pth')
+    torch.save(tv.state_dict(), tv_path)
+    pretrained = str(tmp_path / 'ddnn_init.pth')
+    monkeypatch.setattr(sys, 'argv', [
+        'convert_torchvision.py', CONFIG, tv_path, pretrained, '--no-head'])
+    load_tool('convert_torchvision').main()
     work = str(tmp_path / 'work')
+    # lr 0: the weights after the iteration are those loaded.
     monkeypatch.setattr(sys, 'argv', [
         'train.py', CONFIG, '--work-dir', work, '--cfg-options',
+        f'load_from={pretrained}', 'optim_wrapper.optimizer.lr=0',
         'train_dataloader.batch_size=6', 'train_dataloader.num_workers=0',
         'val_dataloader.num_workers=0', 'train_cfg.max_epochs=1',
         'default_hooks.logger.interval=1'])
@@ -70,6 +83,9 @@ def test_trains_one_iteration(folder, tmp_path, monkeypatch, capsys):
     assert ckpt['meta']['iter'] == 1
     assert ckpt['meta']['dataset_meta']['classes'] == CLASSES
     assert ckpt['state_dict']['head.fc.weight'].shape == (3, 512)
+    for key in ('conv1.weight', 'layer4.2.conv2.weight'):
+        assert torch.equal(ckpt['state_dict']['backbone.' + key],
+                           tv.state_dict()[key]), key
     scalars = glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))
     logs = [json.loads(line) for line in open(scalars[0])]
     train_log = next(r for r in logs if 'loss' in r)
