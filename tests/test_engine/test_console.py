@@ -68,3 +68,17 @@ def test_log_interval_hook_bad_argument():
     with pytest.raises(ValueError, match='lines_per_epoch must be a positive '
                        'int, got 0'):
         ShortEpochLogIntervalHook(lines_per_epoch=0)
+
+
+def test_dataloader_worker_advice_shown_once():
+    from mmekd._import_warnings import _show_dataloader_advice_once
+    shown = []
+    show = _show_dataloader_advice_once(lambda m, *a, **k: shown.append(m))
+    advice = UserWarning('This DataLoader will create 4 worker processes in '
+                         'total. Our suggested max number of worker ... is 2')
+    for _ in range(3):  # train, val and test loaders
+        show(advice, UserWarning, 'dataloader.py', 431)
+    show(UserWarning('something else'), UserWarning, 'x.py', 1)
+    show(UserWarning('something else'), UserWarning, 'x.py', 1)
+    assert [str(m) for m in shown] == [str(advice), 'something else',
+                                       'something else']
