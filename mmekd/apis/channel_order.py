@@ -144,9 +144,9 @@ def set_file_channel_order(plain_cfg: dict, cfg) -> Optional[str]:
             'trained, so image files reach the model with red and blue '
             f'swapped; use {" or ".join(_CAN_GIVE_BGR)}', stacklevel=2)
         return None
-    pre = plain_cfg.get('data_preprocessor')
-    if pre is not None:
-        plain_cfg['data_preprocessor'] = dict(pre, to_rgb=order == RGB)
+    # (No data_preprocessor: ImageClassifier's default, with to_rgb=False.)
+    plain_cfg['data_preprocessor'] = dict(
+        plain_cfg.get('data_preprocessor') or {}, to_rgb=order == RGB)
     return order
 
 

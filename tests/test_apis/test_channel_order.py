@@ -204,6 +204,19 @@ def test_model_channel_order_and_exported_to_rgb(source, to_rgb, order):
                                               mean=[1, 2, 3])
 
 
+def test_default_preprocessor_gets_to_rgb():
+    cfg = dict(train_dataloader=dict(dataset=dict(type='mmekd.CIFAR10')))
+    plain = dict(type='ImageClassifier')
+    assert set_file_channel_order(plain, cfg) == 'rgb'
+    assert plain['data_preprocessor'] == dict(to_rgb=True)
+    from mmpretrain.models import ImageClassifier
+    model = ImageClassifier(
+        backbone=dict(type='ResNet_CIFAR', depth=18, base_channels=4,
+                      stem_channels=4),
+        data_preprocessor=plain['data_preprocessor'])
+    assert model.data_preprocessor.to_rgb is True
+
+
 def test_stock_rgb_arrays_warn_and_keep_to_rgb():
     cfg = dict(train_dataloader=dict(dataset=dict(type='CIFAR100')),
                data_preprocessor=dict(to_rgb=False))
