@@ -1,7 +1,9 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """mmekd: depth-level dynamic networks with Embedded Knowledge Distillation
 and Knowledge Evolution for MMPretrain."""
-import mmengine
+from . import _import_warnings  # noqa: F401  (before mmpretrain/mmcv)
+
+import mmengine  # noqa: I001
 import mmpretrain
 from mmengine.utils import digit_version
 

@@ -36,6 +36,8 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Dict, List, Optional
 
+# mmekd first: it quiets mmcv-lite's import warning before mmpretrain.
+import mmekd  # noqa: F401,I001  (also registers the components)
 import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
@@ -46,7 +48,6 @@ from mmpretrain.models.backbones import ResNet
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-import mmekd  # noqa: F401  (registers the components)
 import mmekd.models  # noqa: F401
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name part.

@@ -17,15 +17,17 @@ import os.path as osp
 import sys
 from typing import Optional, Tuple
 
+# mmekd first: it quiets mmcv-lite's import warning before mmpretrain.
+import mmekd  # noqa: F401,I001  (also registers the components)
 import torch
 from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
-import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.apis import (ExportError, export_onnx, export_subnet,
                         exported_checkpoint, exported_config, input_size,
                         verify_onnx)
+from mmekd.apis.costs import quiet_flop_counter
 from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
 from mmekd.models.utils import check_split_rate, extract_slim
 from mmekd.models.utils.slim_extraction import is_ddnn
@@ -88,8 +90,9 @@ def find_split_rate(cfg: Config, checkpoint: dict,
 def complexity(model: torch.nn.Module, shape: Tuple[int]) -> Tuple[int, int]:
     """(MACs, params) of one forward pass (``mmengine.analysis`` counts a
     multiply-add as one FLOP)."""
-    info = get_model_complexity_info(
-        model, input_shape=shape, show_table=False, show_arch=False)
+    with quiet_flop_counter():
+        info = get_model_complexity_info(
+            model, input_shape=shape, show_table=False, show_arch=False)
     return info['flops'], info['params']
 
 

@@ -11,6 +11,7 @@ from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.engine.hooks import CheckpointKeysHook
+from mmekd.engine.runner import SetupToLogFileRunner
 from mmekd.evaluation import format_net_table
 from mmekd.models.utils import recalibrate_bn
 from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
@@ -97,7 +98,8 @@ def main():
     # torchrun without a GPU: gloo process group + DDP of a CPU module.
     setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
+        # MMEngine's Runner; environment/config dumps go to the log file only.
+        runner = SetupToLogFileRunner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
     # MMEngine loads with strict=False and only warns about missing keys:
@@ -113,11 +115,14 @@ def main():
             # re-estimate the net's statistics on training batches.
             runner.load_or_resume()
             net = args.net or cfg.model.get('predict_net')
-            recalibrate_bn(runner.model,
-                           Runner.build_dataloader(cfg.train_dataloader),
-                           args.recalibrate_bn, net=net)
-            runner.logger.info(f'BatchNorm statistics of {net} recalibrated '
-                               f'on {args.recalibrate_bn} training batches')
+            used = recalibrate_bn(
+                runner.model, Runner.build_dataloader(cfg.train_dataloader),
+                args.recalibrate_bn, net=net)
+            runner.logger.info(
+                f'BatchNorm statistics of {net} recalibrated on {used} '
+                'training batches' + ('' if used == args.recalibrate_bn else
+                                      f' ({args.recalibrate_bn} asked: the '
+                                      'training dataloader is shorter)'))
         metrics = runner.test()
     except (CheckpointMismatchError, UnsafeCheckpointError,
             NonFiniteStateError) as e:

@@ -10,6 +10,7 @@ from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.engine.optim import NonFiniteLossError
+from mmekd.engine.runner import SetupToLogFileRunner
 from mmekd.evaluation import format_net_table
 from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
                          UnsafeCheckpointError, apply_dataloader_defaults,
@@ -164,7 +165,8 @@ def main():
     # torchrun without a GPU: gloo process group + DDP of a CPU module.
     setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
+        # MMEngine's Runner; environment/config dumps go to the log file only.
+        runner = SetupToLogFileRunner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
     try:

@@ -20,6 +20,10 @@ default_hooks = dict(
     # Resume mid-epoch exactly: skip consumed batches, restore RNG states.
     exact_resume=dict(type='mmekd.ExactResumeHook'),
 )
+# Progress (with ETA) a few times per epoch, even in short epochs.
+custom_hooks = [
+    dict(type='mmekd.ShortEpochLogIntervalHook', lines_per_epoch=4)
+]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -1,6 +1,8 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Deployment APIs: export a net of a DDNN model as a plain classifier, and
 register mmekd's model zoo with MMPretrain's ``get_model``."""
+from .channel_order import (dataset_channel_order, describe_channel_order,
+                            model_channel_order)
 from .costs import complexity, input_size, net_costs
 from .export import (ExportError, build_model, check_net,
                      check_net_in_checkpoint, check_state_dict,
@@ -12,6 +14,7 @@ from .export import (ExportError, build_model, check_net,
 from .model_zoo import (UnpublishedWeightsError, model_index_path,
                          register_model_zoo, unpublished_weights_message)
 from .onnx_export import LogitsModel, export_onnx, onnx_logits, verify_onnx
+from .pretrained import load_torchvision_weights, torchvision_to_mmpretrain
 
 __all__ = [
     'complexity', 'input_size', 'net_costs',
@@ -22,5 +25,7 @@ __all__ = [
     'net_depth', 'plain_model_cfg', 'read_checkpoint', 'standard_depth',
     'trained_nets', 'model_index_path', 'register_model_zoo',
     'UnpublishedWeightsError', 'unpublished_weights_message', 'LogitsModel',
-    'export_onnx', 'onnx_logits', 'verify_onnx'
+    'export_onnx', 'onnx_logits', 'verify_onnx', 'dataset_channel_order',
+    'describe_channel_order', 'model_channel_order',
+    'load_torchvision_weights', 'torchvision_to_mmpretrain'
 ]

@@ -1,6 +1,7 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Parameters and FLOPs of every net of a DDNN model, counted on the exported
 single-net models (what is deployed)."""
+import contextlib
 import copy
 from typing import Dict, List, Optional, Tuple
 
@@ -40,22 +41,32 @@ def complexity(model: nn.Module, shape: Tuple[int, int, int]) -> Dict:
     """FLOPs of ``extract_feat`` (backbone + neck, MMPretrain's convention
     in ``tools/analysis_tools/get_flops.py`` and its metafiles) and
     parameters of the whole classifier, for one image of ``shape``."""
-    import logging
-
     from mmengine.analysis import get_model_complexity_info
-    from mmengine.logging import MMLogger
     model = copy.deepcopy(model).eval()
     model.forward = model.extract_feat
     # The head is not called by extract_feat: expected, not worth a warning.
+    with quiet_flop_counter():
+        info = get_model_complexity_info(
+            model, shape, show_table=False, show_arch=False)
+    return dict(flops=int(info['flops']), params=int(info['params']))
+
+
+@contextlib.contextmanager
+def quiet_flop_counter():
+    """Keep the warnings of MMEngine's FLOP counter off the current logger:
+    it lists every op it does not count (``aten::add_`` of the residual
+    additions, which its convention does not count as FLOPs) and every
+    module not called, on each count."""
+    import logging
+
+    from mmengine.logging import MMLogger
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        info = get_model_complexity_info(
-            model, shape, show_table=False, show_arch=False)
+        yield
     finally:
         logger.setLevel(level)
-    return dict(flops=int(info['flops']), params=int(info['params']))
 
 
 def net_costs(config,

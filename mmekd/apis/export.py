@@ -19,6 +19,10 @@ from mmengine.config import Config, ConfigDict
 from mmengine.model import is_model_wrapper
 from mmpretrain.models import ImageClassifier, ResNet
 
+from mmekd.apis.channel_order import (describe_channel_order,
+                                      model_channel_order,
+                                      set_file_channel_order,
+                                      to_file_channel_order)
 from mmekd.models.backbones import (DepthDynamicResNet,
                                     DepthDynamicResNetCIFAR)
 from mmekd.models.backbones.per_net_norm import (PER_NET_NORMS,
@@ -211,10 +215,13 @@ def export_subnet(model: nn.Module, net: str,
         :func:`plain_model_cfg`) and its state dict (tensors detached, on
         the same device as ``model``). Loading the state dict into
         ``MODELS.build(cfg)`` gives the same logits as
-        ``model.forward_nets(x, [net])``.
+        ``model.forward_nets(x, [net])``. Given the whole config, its
+        ``to_rgb`` makes image files (read as BGR) reach the model in its
+        training channel order (:mod:`mmekd.apis.channel_order`).
     """
     model = _unwrap(model)
     cfg = plain_model_cfg(model, net, model_cfg)
+    set_file_channel_order(cfg, model_cfg)
     from mmpretrain.registry import MODELS
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmpretrain'):
@@ -494,6 +501,7 @@ def exported_config(config, plain_cfg: dict, header: str = '',
                      'model needs mmekd (pip install mmekd)')
     else:
         d.pop('custom_imports', None)
+    notes += to_file_channel_order(d, model_channel_order(src))
     cfg = Config(d)
     lines = [f'# {line}' if line else '#' for line in header.splitlines()]
     lines += [f'# Note: {n}' for n in notes]
@@ -612,7 +620,8 @@ def export_to_files(config,
         with DefaultScope.overwrite_default_scope(
                 cfg.get('default_scope', 'mmpretrain')):
             loader = Runner.build_dataloader(cfg.train_dataloader)
-        _recalibrate(model, loader, recalibrate_bn, net=net)
+        # Record the batches actually used: a short loader gives fewer.
+        recalibrate_bn = _recalibrate(model, loader, recalibrate_bn, net=net)
     plain_cfg, state_dict = export_subnet(model, net, cfg)
     backbone = model.backbone
     arch = net_arch_name(model, net)
@@ -624,13 +633,16 @@ def export_to_files(config,
         net=net,
         blocks_per_stage=backbone.blocks_per_stage(net),
         block_indices=[list(s) for s in backbone.net_blocks[net]],
-        bn_recalibration_batches=int(recalibrate_bn))
+        bn_recalibration_batches=int(recalibrate_bn),
+        # Of the model's input; image files are read as BGR.
+        channel_order=model_channel_order(cfg))
     header = (f'{name}: net {net!r} ({arch}, blocks per stage '
               f'{info["blocks_per_stage"]}, block indices '
               f'{info["block_indices"]}) of\n{cfg.filename}, exported by '
               'mmekd (tools/export_subnet.py).\n'
               + (f'BatchNorm statistics recalibrated on {recalibrate_bn} '
-                 'training batches.\n' if recalibrate_bn else ''))
+                 'training batches.\n' if recalibrate_bn else '')
+              + describe_channel_order(info['channel_order']) + '\n')
     to_write = image_folder_datasets(cfg, all_datasets=data_dir is not None)
     root = data_dir or osp.join(out_dir, f'{name}_data')
     names = folder_names(to_write)

@@ -62,6 +62,10 @@ class _LocalCIFARMixin:
             ``'val'`` (the held-out images). ``'all'`` (default) keeps all.
         max_per_class (int, optional): Keep at most the first this many images
             of every class of the chosen subset (small-data experiments).
+        channel_order (str): ``'rgb'`` (default): the arrays as the CIFAR
+            files store them, as MMPretrain's CIFAR datasets give them;
+            ``'bgr'``: in the order OpenMMLab reads image files (what the
+            config of an exported model uses, with ``to_rgb=True``).
         **kwargs: Other arguments of :class:`mmpretrain.datasets.BaseDataset`
             (``pipeline``, ``test_mode``, ``indices``...).
     """
@@ -72,7 +76,11 @@ class _LocalCIFARMixin:
                  val_per_class: int = 0,
                  subset: str = 'all',
                  max_per_class: Optional[int] = None,
+                 channel_order: str = 'rgb',
                  **kwargs):
+        if channel_order not in ('rgb', 'bgr'):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got "
+                             f'{channel_order!r}')
         if split not in ('train', 'test'):
             raise ValueError(
                 f"split must be 'train' or 'test', got {split!r}")
@@ -87,13 +95,19 @@ class _LocalCIFARMixin:
         if max_per_class is not None and max_per_class < 1:
             raise ValueError(f'max_per_class must be >= 1, got '
                              f'{max_per_class}')
-        if not data_root or not osp.isdir(data_root):
+        if not data_root or not osp.isdir(
+                osp.join(data_root, self.base_folder)):
+            what = ('is not a directory' if not data_root
+                    or not osp.isdir(data_root) else
+                    f"has no '{self.base_folder}/' folder")
             raise FileNotFoundError(
-                f'data_root {data_root!r} of {type(self).__name__} is not a '
-                f"directory; it must contain '{self.base_folder}/'")
+                f'data_root {data_root!r} of {type(self).__name__} {what}; '
+                f"it must contain '{self.base_folder}/' as extracted from "
+                f'{self.url}. {self.root_hint}')
         self.val_per_class = val_per_class
         self.subset = subset
         self.max_per_class = max_per_class
+        self.channel_order = channel_order
         kwargs.pop('download', None)
         super().__init__(
             data_root=data_root, split=split, download=False, **kwargs)
@@ -108,6 +122,8 @@ class _LocalCIFARMixin:
             imgs.append(np.asarray(entry['data'], dtype=np.uint8))
             labels.extend(entry.get('labels', entry.get('fine_labels', [])))
         imgs = np.vstack(imgs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        if self.channel_order == 'bgr':
+            imgs = np.ascontiguousarray(imgs[..., ::-1])
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) != len(imgs):
             raise ValueError(f'{root}: {len(imgs)} images but {len(labels)} '
@@ -152,9 +168,16 @@ class _LocalCIFARMixin:
 class CIFAR10(_LocalCIFARMixin, _MMPretrainCIFAR10):
     __doc__ = ('CIFAR-10 from local files.\n\n' +
                (_LocalCIFARMixin.__doc__ or ''))
+    root_hint = ('Set data_root in the config or with --cfg-options '
+                 'train_dataloader.dataset.data_root=PATH.')
 
 
 @DATASETS.register_module()
 class CIFAR100(_LocalCIFARMixin, _MMPretrainCIFAR100):
     __doc__ = ('CIFAR-100 (fine labels) from local files.\n\n' +
                (_LocalCIFARMixin.__doc__ or ''))
+    # configs/_base_/datasets/cifar100_bs128.py reads this variable.
+    root_hint = ('The mmekd CIFAR-100 configs read data_root from '
+                 '$CIFAR100_ROOT (default data/cifar100): run e.g. '
+                 'CIFAR100_ROOT=/path/to/cifar100 python tools/train.py '
+                 'CONFIG, where /path/to/cifar100 holds cifar-100-python/.')

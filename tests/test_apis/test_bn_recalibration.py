@@ -57,7 +57,7 @@ def test_exact_cumulative_average(tmp_path):
 
     momentum = bn.momentum
     weights = {k: v.clone() for k, v in model.named_parameters()}
-    recalibrate_bn(model, data, num_batches=3, net='sub1')
+    assert recalibrate_bn(model, data, num_batches=3, net='sub1') == 3
     assert_close(bn.running_mean, mean, rtol=1e-5, atol=1e-5)
     assert_close(bn.running_var, var, rtol=1e-5, atol=1e-5)
     assert int(bn.num_batches_tracked) == 3
@@ -65,6 +65,21 @@ def test_exact_cumulative_average(tmp_path):
     assert not any(m.training for m in model.modules())
     for k, v in model.named_parameters():
         assert torch.equal(v, weights[k]), k
+
+
+def test_short_dataloader_is_used_whole_and_reported(tmp_path):
+    model, _ = tiny(tmp_path)
+    data = batches(n=3)
+    ref = copy.deepcopy(model)
+    assert recalibrate_bn(ref, data, num_batches=3, net='sub0') == 3
+    with pytest.warns(UserWarning, match=r'20 batches asked, but the '
+                      r'dataloader has only 3; .* averaged over 3 batches'):
+        used = recalibrate_bn(model, data, num_batches=20, net='sub0')
+    assert used == 3
+    bn = model.backbone.bn1
+    assert int(bn.num_batches_tracked) == 3
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
 
 
 def test_batches_are_prepared_as_in_training(tmp_path, monkeypatch):

@@ -168,6 +168,22 @@ def test_export_recalibrated(tmp_path):
     assert recal['meta']['mmekd_export']['bn_recalibration_batches'] == 2
 
 
+def test_export_recalibrated_records_batches_used(tmp_path):
+    cfg_path, ckpt_path, _ = tiny_model_files(tmp_path)
+    cfg = Config.fromfile(cfg_path)
+    cfg.train_dataloader.dataset.indices = 8  # 2 batches of 4
+    with pytest.warns(UserWarning, match='5 batches asked, but the '
+                      'dataloader has only 2'):
+        cfg_out, ckpt_out = export_to_files(
+            cfg, ckpt_path, 'sub0', str(tmp_path), recalibrate_bn=5)
+    ckpt = torch.load(ckpt_out, weights_only=True)
+    assert ckpt['meta']['mmekd_export']['bn_recalibration_batches'] == 2
+    assert int(ckpt['state_dict'][
+        'backbone.layer1.0.bn1.num_batches_tracked']) == 2
+    with open(cfg_out) as f:
+        assert 'recalibrated on 2 training batches' in f.read()
+
+
 # ---------------------------------------------------------------------- #
 # bad input
 # ---------------------------------------------------------------------- #

@@ -58,6 +58,23 @@ def test_local_files_no_md5_and_val_split(tmp_path):
     assert len(test) == 400
 
 
+def test_missing_data_names_the_folder_and_variable(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        build(data_root=str(tmp_path / 'missing'))
+    msg = str(e.value)
+    assert 'is not a directory' in msg and "'cifar-100-python/'" in msg
+    assert 'cifar-100-python.tar.gz' in msg
+    assert 'CIFAR100_ROOT=/path/to/cifar100 python tools/train.py' in msg
+    # An existing folder without the extracted archive in it.
+    with pytest.raises(FileNotFoundError,
+                       match="has no 'cifar-100-python/' folder.*"
+                       r'\$CIFAR100_ROOT'):
+        build(data_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="'cifar-10-batches-py/'.*"
+                       'dataset.data_root=PATH'):
+        DATASETS.build(dict(type='mmekd.CIFAR10', data_root=str(tmp_path)))
+
+
 def test_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match='data_root'):
         build(data_root=str(tmp_path / 'missing'))
@@ -209,3 +226,25 @@ def test_in_memory_batches_grey_images():
     batch = ds.__getitems__([2, 0])
     assert batch['inputs'].shape == (2, 1, 4, 4)
     assert batch['inputs'][:, 0, 0, 0].tolist() == [2, 0]
+
+
+def test_channel_order(tmp_path):
+    folder = tmp_path / 'cifar-100-python'
+    folder.mkdir()
+    data = np.random.default_rng(0).integers(0, 256, (2, 3 * 32 * 32),
+                                             dtype=np.uint8)
+    for name in ('train', 'test'):
+        with open(folder / name, 'wb') as f:
+            pickle.dump({'data': data, 'fine_labels': [0, 1]}, f)
+    rgb = build(data_root=str(tmp_path))
+    bgr = build(data_root=str(tmp_path), channel_order='bgr')
+    planes = data.reshape(2, 3, 32, 32)
+    for i in range(2):
+        # The file stores the R, G, B planes in that order.
+        assert np.array_equal(rgb.get_data_info(i)['img'],
+                              planes[i].transpose(1, 2, 0))
+        assert np.array_equal(bgr.get_data_info(i)['img'],
+                              planes[i, ::-1].transpose(1, 2, 0))
+    with pytest.raises(ValueError, match="channel_order must be 'rgb' or "
+                       "'bgr', got 'RGB'"):
+        build(data_root=str(tmp_path), channel_order='RGB')

@@ -1,6 +1,7 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 import csv
 import json
+import os
 import os.path as osp
 import sys
 
@@ -79,3 +80,40 @@ def test_subnet_costs_tool(tmp_path, monkeypatch, capsys):
     with open(png, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert osp.isfile(osp.join(out, 'tiny_costs.md'))
+
+
+def test_plot_accuracy_axis_is_not_zoomed(tmp_path, monkeypatch):
+    """Nets 0.3 points apart (as in the demo, 99.15-99.45) are drawn on the
+    full 0-100 % axis, each point labelled with its value."""
+    import matplotlib.axes
+    cfg = write_config(osp.join(tmp_path, 'tiny.py'))
+    rows = net_costs(cfg)
+    results = {'full': {1: 99.45}, 'sub0': {1: 99.3}, 'sub1': {1: 99.15}}
+    labels = []
+    annotate = matplotlib.axes.Axes.annotate
+
+    def record(self, text, *args, **kwargs):
+        labels.append(text)
+        return annotate(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, 'annotate', record)
+    png = osp.join(tmp_path, 'p.png')
+    tool = load_tool('analysis/subnet_costs')
+    assert tool.plot(rows, results, 't', png) == (0.0, 100.0)
+    assert sorted(labels) == ['full (resnet34): 99.45',
+                              'sub0 (resnet18): 99.30',
+                              'sub1 (resnet12): 99.15']
+    with open(png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_without_results_says_why_no_png(tmp_path, monkeypatch, capsys):
+    cfg = write_config(osp.join(tmp_path, 'tiny.py'))
+    out = osp.join(tmp_path, 'out')
+    monkeypatch.setattr(sys, 'argv', [TOOL, cfg, '--out-dir', out])
+    load_tool('analysis/subnet_costs').main()
+    stdout = capsys.readouterr().out
+    assert 'no PNG written: the top-1 vs FLOPs plot needs accuracies; pass ' \
+        '--results X.json, written by tools/test.py CONFIG CKPT --out ' \
+        'X.json --out-item metrics' in stdout
+    assert sorted(os.listdir(out)) == ['tiny_costs.csv', 'tiny_costs.md']

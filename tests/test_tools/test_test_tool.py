@@ -72,9 +72,10 @@ def setup(tmp_path_factory):
         name: ['test.py', cfg, str(tmp / f'{name}.pth')]
         for name in ('good', 'evil', 'other', 'shaped', 'shared_stats')
     }
+    # 5 batches asked of a 2-batch training loader (32 images, 16 a batch).
     runs['recalibrated'] = [
         'test.py', cfg, str(tmp / 'good.pth'), '--net', 'sub0',
-        '--recalibrate-bn', '2']
+        '--recalibrate-bn', '5']
     runs['evil_resume'] = [
         'train.py', cfg, '--resume', str(tmp / 'evil.pth')]
     procs = {
@@ -102,7 +103,8 @@ def test_test_tool_recalibrates_bn(setup):
     rc, out = setup['results']['recalibrated']
     assert rc == 0, out[-3000:]
     assert 'BatchNorm statistics of sub0 recalibrated on 2 training ' \
-        'batches' in out
+        'batches (5 asked: the training dataloader is shorter)' in out
+    assert '5 batches asked, but the dataloader has only 2' in out
     assert '| sub0 |' in out
 
 

@@ -22,12 +22,13 @@ import random
 import statistics
 import time
 
+# mmekd first: it quiets mmcv-lite's import warning before mmpretrain.
+import mmekd  # noqa: F401,I001  (also registers the components)
 import mmengine
 import torch
 from mmengine.config import Config
 from mmpretrain.models import ResNet, ResNet_CIFAR
 
-import mmekd  # noqa: F401
 from mmekd.apis import (build_model, export_subnet, input_size,
                         load_ddnn_model, net_arch_name)
 

@@ -4,6 +4,9 @@ statistics and after re-calibrating them on N training batches.
 
     python tools/analysis/eval_recalibrated.py CONFIG CKPT --num-batches 20
 
+A column says how many batches it actually averaged over: a training
+dataloader shorter than N is used whole, with a warning.
+
 With shared BatchNorm the stored statistics are a mixture over all nets;
 each net is recalibrated on its own copy of the model (see
 :func:`mmekd.models.utils.recalibrate_bn`) and evaluated on the config's
@@ -36,7 +39,10 @@ def parse_args():
         default=[20],
         help='train batches to recalibrate on (several: one column each)')
     parser.add_argument('--nets', nargs='+', help='nets (default: all)')
-    parser.add_argument('--out', help='write the results as JSON')
+    parser.add_argument(
+        '--out',
+        help='write the results as JSON: "top1" per net and column, and '
+        '"batches_used" per column')
     return parser.parse_args()
 
 
@@ -62,15 +68,19 @@ def main():
         stored = per_net_metrics(
             evaluate(model, test_loader, cfg.test_evaluator))
         results = {net: {'stored': stored[net][1]} for net in nets}
+        # Batches each column actually averaged over: a training loader
+        # shorter than N is used whole (recalibrate_bn warns).
+        used = {}
         for n in args.num_batches:
             for net in nets:
-                recal = recalibrate_bn(
-                    copy.deepcopy(model), train_loader, n, net=net)
+                recal = copy.deepcopy(model)
+                used[n] = recalibrate_bn(recal, train_loader, n, net=net)
                 metrics = per_net_metrics(
                     evaluate(recal, test_loader, cfg.test_evaluator))
                 results[net][n] = metrics[net][1]
     header = ['net', 'blocks per stage', 'top-1 stored BN'] + [
-        f'top-1 recal. {n} batches' for n in args.num_batches
+        f'top-1 recal. {used[n]} batches'
+        + ('' if used[n] == n else f' ({n} asked)') for n in args.num_batches
     ]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for net in nets:
@@ -84,8 +94,11 @@ def main():
         lines.append('| ' + ' | '.join(cells) + ' |')
     print('\n'.join(lines))
     if args.out:
-        mmengine.dump({net: {str(k): v for k, v in r.items()}
-                       for net, r in results.items()}, args.out)
+        mmengine.dump(
+            dict(top1={net: {str(k): v for k, v in r.items()}
+                       for net, r in results.items()},
+                 batches_used={str(n): used[n] for n in args.num_batches}),
+            args.out)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Params, FLOPs and (given test results) top-1 of every net of a DDNN
-config; writes a markdown table, a CSV and a PNG of accuracy vs FLOPs.
+config; writes a markdown table, a CSV and (with ``--results``) a PNG of
+top-1 vs FLOPs on a 0-100 % accuracy axis.
 
     python tools/test.py CONFIG CKPT --out results.json --out-item metrics
     python tools/analysis/subnet_costs.py CONFIG --results results.json
@@ -101,7 +102,16 @@ def markdown(table: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-def plot(rows: List[dict], results: dict, title: str, path: str) -> None:
+def plot(rows: List[dict], results: dict, title: str, path: str) -> tuple:
+    """Write top-1 vs FLOPs as a PNG.
+
+    The accuracy axis is the whole 0-100 % range, never zoomed to the data:
+    nets a fraction of a point apart (one image of a small test set) must
+    not look like a steep gain. Each point is labelled with its value.
+
+    Returns:
+        tuple: The (bottom, top) limits of the accuracy axis.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -114,16 +124,18 @@ def plot(rows: List[dict], results: dict, title: str, path: str) -> None:
     pts.sort(key=lambda p: p[0])
     ax.plot([p[0] for p in pts], [p[1] for p in pts], '-o', color='tab:blue')
     for flops, acc, r in pts:
-        ax.annotate(f'{r["net"]} ({r["arch"]})', (flops, acc),
+        ax.annotate(f'{r["net"]} ({r["arch"]}): {acc:.2f}', (flops, acc),
                     textcoords='offset points', xytext=(6, -12), fontsize=8)
     ax.set_xlabel(f'FLOPs ({unit}) per image')
-    ax.set_ylabel('top-1 accuracy (%)')
+    ax.set_ylabel('top-1 accuracy (%), full 0-100 range')
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.margins(x=0.25, y=0.15)
+    ax.margins(x=0.25)
+    ax.set_ylim(0, 100)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return ax.get_ylim()
 
 
 def main():
@@ -171,6 +183,10 @@ def main():
         plot(rows, results, f'{name}: top-1 vs FLOPs', stem + '.png')
         written.append(stem + '.png')
     print('\nwritten: ' + ', '.join(written))
+    if not results:
+        print('no PNG written: the top-1 vs FLOPs plot needs accuracies; '
+              'pass --results X.json, written by tools/test.py CONFIG CKPT '
+              '--out X.json --out-item metrics')
 
 
 if __name__ == '__main__':

@@ -4,9 +4,12 @@
     python tools/deploy/export_onnx.py CONFIG CKPT --net sub0 sub0.onnx
 
 The graph takes normalized images (``input``, ``(N, 3, H, W)``, dynamic N)
-and returns class scores (``logits``); mean/std/to_rgb of the data
-preprocessor are stored in the ONNX metadata. onnxruntime's output is
-compared with PyTorch's on random inputs (``--atol``, default 1e-4).
+and returns class scores (``logits``). The ONNX metadata stores how to
+prepare an image: ``channel_order`` of the input (that of the training
+images as the model saw them), ``to_rgb`` (flip an image read as BGR, e.g.
+by OpenCV, before normalizing) and ``mean``/``std`` (in ``channel_order``).
+onnxruntime's output is compared with PyTorch's on random inputs
+(``--atol``, default 1e-4).
 """
 import argparse
 import json
@@ -18,9 +21,9 @@ from mmengine.config import Config
 import mmekd  # noqa: F401
 from mmekd.utils import CheckpointMismatchError, NonFiniteStateError
 from mmekd.apis import (ExportError, build_model, check_net,
-                        check_net_in_checkpoint, export_onnx, export_subnet,
-                        input_size, load_config, load_ddnn_model,
-                        verify_onnx)
+                        check_net_in_checkpoint, describe_channel_order,
+                        export_onnx, export_subnet, input_size, load_config,
+                        load_ddnn_model, model_channel_order, verify_onnx)
 
 
 def parse_args():
@@ -57,10 +60,13 @@ def main():
     plain.load_state_dict(state_dict, strict=True)
     h, w = (args.shape[0], args.shape[-1]) if args.shape else input_size(cfg)
     pre = plain.data_preprocessor
+    order = model_channel_order(cfg)
     meta = dict(
         net=args.net,
         plain_model=json.dumps(plain_cfg['backbone']),
-        input_size=f'{h}x{w}')
+        input_size=f'{h}x{w}',
+        channel_order=order or 'unknown',
+        channel_order_note=describe_channel_order(order))
     if getattr(pre, '_enable_normalize', False):
         meta.update(
             mean=json.dumps(pre.mean.flatten().tolist()),

@@ -3,8 +3,9 @@ from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .checkpoint_keys_hook import CheckpointKeysHook
 from .exact_resume_hook import ExactResumeHook
 from .knowledge_evolution_hook import KnowledgeEvolutionHook
+from .log_interval_hook import ShortEpochLogIntervalHook
 
 __all__ = [
     'AtomicCheckpointHook', 'CheckpointKeysHook', 'ExactResumeHook',
-    'KnowledgeEvolutionHook'
+    'KnowledgeEvolutionHook', 'ShortEpochLogIntervalHook'
 ]

@@ -1,4 +1,8 @@
 # Copyright (c) mmekd contributors. All rights reserved.
+from .console import SetupToLogFileFilter, SetupToLogFileRunner
 from .knowledge_evolution_loop import KnowledgeEvolutionTrainLoop
 
-__all__ = ['KnowledgeEvolutionTrainLoop']
+__all__ = [
+    'KnowledgeEvolutionTrainLoop', 'SetupToLogFileFilter',
+    'SetupToLogFileRunner'
+]

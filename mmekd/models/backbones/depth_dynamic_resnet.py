@@ -65,9 +65,10 @@ class DepthDynamicResNet(ResNet):
                  stage_blocks: Optional[Sequence[int]] = None,
                  **kwargs):
         if depth not in ResNet.arch_settings:
-            raise ValueError(
-                f'depth must be one of {sorted(ResNet.arch_settings)}, '
-                f'got {depth!r}')
+            # KeyError, as mmpretrain's ResNet raises for an unknown depth.
+            raise KeyError(
+                f'invalid depth {depth!r} for resnet: depth must be one of '
+                f'{sorted(ResNet.arch_settings)}')
         if stage_blocks is not None:
             block, default_blocks = ResNet.arch_settings[depth]
             stage_blocks = tuple(int(b) for b in stage_blocks)

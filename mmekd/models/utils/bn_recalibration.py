@@ -14,6 +14,7 @@ is tested with must be those. (Clean images gave a CIFAR-100 DDNN 2.4 points
 less top-1 than its stored statistics; augmented ones 0.7 more.)
 """
 import itertools
+import warnings
 from typing import Iterable, Optional
 
 import torch
@@ -37,7 +38,7 @@ def _bn_state(m: _BatchNorm) -> dict:
 def recalibrate_bn(model: nn.Module,
                    dataloader: Iterable,
                    num_batches: int,
-                   net: Optional[str] = None) -> nn.Module:
+                   net: Optional[str] = None) -> int:
     """Recompute the BatchNorm running statistics of one net, in place.
 
     Every BatchNorm the net runs through is reset and then accumulates the
@@ -54,6 +55,10 @@ def recalibrate_bn(model: nn.Module,
     so the other nets of the model lose theirs: recalibrate a copy per net
     (``copy.deepcopy(model)``) to evaluate several.
 
+    A dataloader shorter than ``num_batches`` is used whole, with a warning
+    that gives both counts; the return value is the count actually used, for
+    callers to record.
+
     Args:
         model (nn.Module): A classifier with a ``data_preprocessor``: a
             :class:`mmekd.DDNNClassifier` (``net`` selects the net) or any
@@ -61,12 +66,14 @@ def recalibrate_bn(model: nn.Module,
         dataloader (Iterable): Yields data batches as MMEngine dataloaders
             do (dicts with ``inputs`` and ``data_samples``), usually the
             config's ``train_dataloader``.
-        num_batches (int): Batches to average over, ``>= 1``.
+        num_batches (int): Batches to average over, ``>= 1``; at most one
+            pass over ``dataloader`` is made.
         net (str, optional): The net of a DDNN model. Defaults to its
             ``predict_net``.
 
     Returns:
-        nn.Module: ``model``.
+        int: The number of batches the statistics were averaged over:
+        ``num_batches``, or fewer when the dataloader ran out first.
     """
     if not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(f'num_batches must be a positive int, got '
@@ -82,7 +89,7 @@ def recalibrate_bn(model: nn.Module,
     norms = [m for m in inner.modules() if isinstance(m, _BatchNorm)
              and m.track_running_stats]
     if not norms:
-        return model
+        return 0
     saved = {m: _bn_state(m) for m in norms}
 
     inner.eval()
@@ -113,4 +120,9 @@ def recalibrate_bn(model: nn.Module,
     if seen == 0:
         raise ValueError('the dataloader yielded no batch: nothing to '
                          'recalibrate the BatchNorm statistics with')
-    return model
+    if seen < num_batches:
+        warnings.warn(
+            f'recalibrate_bn: {num_batches} batches asked, but the '
+            f'dataloader has only {seen}; the BatchNorm statistics are '
+            f'averaged over {seen} batches', stacklevel=2)
+    return seen

@@ -269,7 +269,8 @@ def test_forward_nets_defaults_and_unknown_net():
     (dict(sub_depths=[[True, 2, 2, 2]]), TypeError, r'sub_depths\[0\]\[0\]'),
     (dict(block_choice='last'), ValueError,
      r"block_choice must be 'first' or 'spread', got 'last'"),
-    (dict(depth=20), ValueError, r'depth must be one of \[18, 34, 50'),
+    (dict(depth=20), KeyError,
+     r'invalid depth 20 for resnet: depth must be one of \[18, 34, 50'),
     (dict(stage_blocks=(3, 3, 3)), ValueError,
      r'stage_blocks must have 4 positive counts'),
     (dict(stage_blocks=(3, 0, 3, 3)), ValueError,
@@ -304,6 +305,17 @@ def _private(**kwargs):
     return DepthDynamicResNetCIFAR(
         34, sub_depths=[[2, 2, 2, 2]], private_norm=True, **TINY, **kwargs)
 
+
+
+@pytest.mark.parametrize('ours, parent', [(DepthDynamicResNet, ResNet),
+                                          (DepthDynamicResNetCIFAR,
+                                           ResNet_CIFAR)])
+def test_unknown_depth_raises_like_mmpretrain(ours, parent):
+    # mmpretrain's own test_resnet.py expects KeyError for ResNet(20).
+    with pytest.raises(KeyError):
+        parent(20)
+    with pytest.raises(KeyError, match=r'invalid depth 20'):
+        ours(20)
 
 def test_private_norm_structure():
     dyn = _private()
