@@ -23,7 +23,7 @@ from tool_loader import REPO, load_tool
 
 README = osp.join(REPO, 'README.md')
 # Docs written alongside this README and merged with it.
-MERGED_LATER = {'docs/install.md', 'docs/custom_data.md', 'docs/pretrained.md'}
+MERGED_LATER = set()
 # Script -> the test that runs it end to end (the README's long runs) and
 # what that test's source shows of it. dist_train.sh is torchrun +
 # tools/train.py --launcher pytorch, which the DDP test runs directly.

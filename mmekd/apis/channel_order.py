@@ -167,15 +167,27 @@ def to_file_channel_order(cfg: dict, order: Optional[str]) -> List[str]:
     model_pre = (cfg.get('model') or {}).get('data_preprocessor')
     if model_pre is not None and cfg.get('data_preprocessor') is not None:
         cfg['data_preprocessor'] = copy.deepcopy(model_pre)
-    datasets = _rgb_array_datasets(cfg)
+    arrays = _rgb_array_datasets(cfg)
+    datasets = [d for d in arrays if d.get('type') in _CAN_GIVE_BGR]
+    stock = sorted({str(d.get('type')) for d in arrays
+                    if d.get('type') not in _CAN_GIVE_BGR})
     for d in datasets:
         d['channel_order'] = BGR
-    if not datasets:
-        return []
-    types = sorted({str(d['type']) for d in datasets})
-    return [f'channel order: the datasets {types} give BGR arrays '
-            "(channel_order='bgr'), as image files are read; the data "
-            f'preprocessor has to_rgb={order == RGB}']
+    notes = []
+    if datasets:
+        types = sorted({str(d['type']) for d in datasets})
+        notes.append(f'channel order: the datasets {types} give BGR arrays '
+                     "(channel_order='bgr'), as image files are read; the "
+                     f'data preprocessor has to_rgb={order == RGB}')
+    if stock:
+        msg = (f'channel order: the datasets {stock} give RGB arrays, but '
+               'this model takes image files (BGR) as trained '
+               f'(to_rgb={order == RGB}): testing on them here swaps red and '
+               'blue. Export with tools/export_subnet.py --data-dir to test '
+               'on the same images written as files')
+        warnings.warn(msg, stacklevel=2)
+        notes.append(msg)
+    return notes
 
 
 def describe_channel_order(order: Optional[str]) -> str:

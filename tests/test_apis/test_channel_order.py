@@ -60,8 +60,12 @@ def cifar_export(tmp_path_factory):
             f'test_dataloader = dict(dataset=dict(_delete_=True, '
             f'**{dict(dataset, split="test")!r}))\n')
     ckpt, model = write_checkpoint(osp.join(tmp, 'cifar.pth'), cfg_path)
+    # --data-dir: the images as files (stock MMPretrain reads them as BGR,
+    # like any image file); without it mmekd.CIFAR100 becomes MMPretrain's
+    # CIFAR100, which gives RGB arrays (see test_stock_cifar_is_flagged).
     out_cfg, out_ckpt = export_to_files(cfg_path, ckpt, 'sub0',
-                                        osp.join(tmp, 'out'))
+                                        osp.join(tmp, 'out'),
+                                        data_dir=osp.join(tmp, 'images'))
     model.eval()
     return dict(tmp=tmp, images=images, cfg=cfg_path, ckpt=ckpt,
                 model=model, out_cfg=out_cfg, out_ckpt=out_ckpt)
@@ -97,11 +101,9 @@ def test_exported_config_records_and_applies_the_order(cifar_export):
     assert exported.model.data_preprocessor.to_rgb is True
     assert exported.data_preprocessor.to_rgb is True
     for key in ('train_dataloader', 'test_dataloader'):
-        # The inferencer runs files through this pipeline: unchanged.
-        assert exported[key].dataset.pipeline == PACK, key
-        assert exported[key].dataset.channel_order == 'bgr', key
-    assert "# Note: channel order: the datasets ['mmekd.CIFAR100'] give " \
-        "BGR arrays (channel_order='bgr')" in open(e['out_cfg']).read()
+        # Image files, read as BGR by the pipeline the inferencer runs too.
+        assert exported[key].dataset.type == 'CustomDataset', key
+        assert exported[key].dataset.pipeline[0].type == 'LoadImageFromFile'
     meta = torch.load(e['out_ckpt'], weights_only=True)['meta']
     assert meta['mmekd_export']['channel_order'] == 'rgb'
     text = open(e['out_cfg']).read()
@@ -110,8 +112,8 @@ def test_exported_config_records_and_applies_the_order(cifar_export):
 
 
 def test_exported_config_tests_as_the_ddnn(cifar_export):
-    """Its dataloader (arrays turned to file order) and model (to_rgb=True)
-    give the DDNN's scores on the original test data."""
+    """Its dataloader (the images as files) and model (to_rgb=True) give
+    the DDNN's scores on the same images as it saw them in training."""
     import mmpretrain
     e = cifar_export
     exported = Config.fromfile(e['out_cfg'])
@@ -122,11 +124,23 @@ def test_exported_config_tests_as_the_ddnn(cifar_export):
     batch = next(iter(loader))
     with torch.no_grad():
         got = torch.stack([s.pred_score for s in plain.test_step(batch)])
+    # The loader gives the files as read (BGR); the DDNN saw them as RGB.
     expected = torch.stack([
-        ddnn_scores(e['model'], torch.from_numpy(e['images'][i]))
-        for i in range(8)
-    ])
+        ddnn_scores(e['model'], img.flip(0)) for img in batch['inputs']])
     assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_stock_cifar_is_flagged(cifar_export, tmp_path):
+    """Without --data-dir the exported config uses MMPretrain's CIFAR100
+    (RGB arrays) while the model takes files' BGR order: said in the
+    header and as a warning."""
+    e = cifar_export
+    with pytest.warns(UserWarning, match=r"\['CIFAR100'\] give RGB arrays"):
+        out_cfg, _ = export_to_files(e['cfg'], e['ckpt'], 'sub0',
+                                     str(tmp_path / 'out'))
+    text = open(out_cfg).read()
+    assert '--data-dir' in text and 'swaps red and blue' in text
+    assert Config.fromfile(out_cfg).model.data_preprocessor.to_rgb is True
 
 
 def test_onnx_metadata_prepares_a_png_as_in_training(cifar_export,
