@@ -44,11 +44,11 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmpretrain.models.backbones import ResNet
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import mmekd.models  # noqa: F401
+from mmekd.apis import plain_model_cfg
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name part.
 BF16_PEAK_TFLOPS = OrderedDict([
@@ -273,45 +273,10 @@ def input_size_from_cfg(cfg: Config) -> int:
 
 
 def separate_model_cfgs(cfg: Config, ddnn: nn.Module) -> Dict[str, dict]:
-    """One plain ``ImageClassifier`` config per net of ``ddnn``."""
-    bb_cfg = copy.deepcopy(cfg.model.backbone)
-    for key in ('sub_depths', 'block_choice', 'private_norm', 'type'):
-        bb_cfg.pop(key, None)
-    cifar = 'CIFAR' in type(ddnn.backbone).__name__
-    depth = ddnn.backbone.depth
-    block = ResNet.arch_settings[depth][0]
-    standard = {
-        tuple(v[1]): d
-        for d, v in ResNet.arch_settings.items() if v[0] is block
-    }
-    head = cfg.model.head
-    cfgs = OrderedDict()
-    for net in ddnn.net_names:
-        blocks = tuple(ddnn.backbone.blocks_per_stage(net))
-        backbone = dict(bb_cfg, out_indices=(len(blocks) - 1, ))
-        backbone.pop('stage_blocks', None)
-        if blocks in standard:
-            backbone.update(
-                type='ResNet_CIFAR' if cifar else 'ResNet',
-                depth=standard[blocks])
-        else:
-            backbone.update(
-                type='mmekd.DepthDynamicResNetCIFAR'
-                if cifar else 'mmekd.DepthDynamicResNet',
-                depth=depth,
-                stage_blocks=blocks)
-        cfgs[net] = dict(
-            type='ImageClassifier',
-            backbone=backbone,
-            neck=copy.deepcopy(cfg.model.get('neck')),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=head.num_classes,
-                in_channels=head.in_channels,
-                loss=copy.deepcopy(
-                    head.get('loss', dict(type='CrossEntropyLoss')))),
-            data_preprocessor=copy.deepcopy(cfg.model.data_preprocessor))
-    return cfgs
+    """One plain ``ImageClassifier`` config per net of ``ddnn``: what the
+    export makes of it (:func:`mmekd.apis.plain_model_cfg`)."""
+    return OrderedDict((net, plain_model_cfg(ddnn, net, cfg.model))
+                       for net in ddnn.net_names)
 
 
 class CPUAutocastOptimWrapper(OptimWrapper):

@@ -7,11 +7,11 @@
 # optim_wrapper.dtype=bfloat16. Predicts with that net only; one checkpoint
 # holds every net (tools/export_subnet.py deploys one alone, docs/deploy.md).
 # The measured run shared BatchNorm statistics between the nets (the default
-# then), so this entry keeps private_norm=False; training is the same with the
+# then), so this entry keeps norm_sharing='shared'; training is the same with the
 # default 'stats' (per-net statistics), only the statistics tested differ.
 _base_ = ['../ddnn_r34_cifar100_fastdata.py']
 model = dict(
-    backbone=dict(private_norm=False), predict_net='full',
+    backbone=dict(norm_sharing='shared'), predict_net='full',
     eval_all_nets=False)
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator

@@ -24,7 +24,8 @@ from mmekd.apis.channel_order import (describe_channel_order,
                                       set_file_channel_order,
                                       to_file_channel_order)
 from mmekd.models.backbones import (DepthDynamicResNet,
-                                    DepthDynamicResNetCIFAR)
+                                    DepthDynamicResNetCIFAR,
+                                    dynamic_only_args)
 from mmekd.models.backbones.per_net_norm import (PER_NET_NORMS,
                                                  private_net_of_key)
 from mmekd.models.utils import FULL_NET, UnknownNetError, check_net_name
@@ -37,8 +38,7 @@ from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
                            write_image_folder)
 
 # Arguments of our backbone / head that a plain single-net model lacks.
-_DYNAMIC_BACKBONE_KEYS = ('type', 'sub_depths', 'block_choice',
-                          'private_norm', 'stage_blocks', 'init_cfg')
+_DYNAMIC_BACKBONE_KEYS = ('type', 'init_cfg', *dynamic_only_args())
 _MULTI_NET_HEAD_KEYS = ('type', 'net_names', 'private_fc', 'init_cfg')
 # Arguments of DDNNClassifier carried over to the plain ImageClassifier:
 # those it takes (asked from its signature, so a new DDNN-only field such as

@@ -8,8 +8,8 @@ model = dict(
         sub_depths=[[2, 2, 2, 2]],
         block_choice='first',      # which k blocks of a stage a sub-net keeps
         # BatchNorm weights shared by all nets, running statistics per net
-        # (False: statistics shared too; True: weights private as well)
-        private_norm='stats',
+        # ('shared': statistics shared too; 'private': weights private too)
+        norm_sharing='stats',
         out_indices=(0, 1, 2, 3),  # all stages: attention distillation
     ),
     neck=dict(type='GlobalAveragePooling'),

@@ -1,5 +1,6 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-from .depth_dynamic_resnet import DepthDynamicResNet, DepthDynamicResNetCIFAR
+from .depth_dynamic_resnet import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
+                                   dynamic_only_args)
 from .net_tree import NetTree, TreeNode, select_blocks
 from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
                            is_per_net_key, is_per_net_stats_key,
@@ -7,7 +8,7 @@ from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
 from .slim_resnet import SlimResNet, SlimResNetCIFAR
 
 __all__ = [
-    'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'NetTree', 'TreeNode',
+    'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'dynamic_only_args', 'NetTree', 'TreeNode',
     'select_blocks',
     'PrivateBatchNorm2d', 'PrivateStatsBatchNorm2d', 'is_per_net_key',
     'is_per_net_stats_key', 'per_net_norms', 'use_net', 'SlimResNet',

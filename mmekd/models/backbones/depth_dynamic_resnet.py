@@ -1,6 +1,8 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Depth-level dynamic ResNet: one weight-shared full ResNet that contains
 shallower sub-nets (fewer blocks per stage, same block type)."""
+import inspect
+import warnings
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -14,6 +16,9 @@ from ..utils import FULL_NET
 from .net_tree import NetTree, SubNetSpec, TreeNode, Visit
 from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
                            per_net_norms, use_net)
+
+# norm_sharing -> what the code calls private_norm (False | 'stats' | True).
+NORM_SHARING = {'shared': False, 'stats': 'stats', 'private': True}
 
 
 @MODELS.register_module()
@@ -40,17 +45,21 @@ class DepthDynamicResNet(ResNet):
         block_choice (str): Which ``k`` blocks a count keeps: ``'first'``
             (blocks ``0..k-1``, default) or ``'spread'`` (block 0 and the
             others evenly spread to the end of the stage).
-        private_norm (bool | str): What of BatchNorm is private to a net.
-            ``'stats'`` (default): the running statistics. Weights stay shared
-            and training is unchanged (batch statistics), but a block that
-            nets reach with different inputs keeps one set of statistics
-            per input, so each net is tested with statistics of its own
-            activations instead of a mixture of all nets' (see
-            :class:`PrivateStatsBatchNorm2d`). ``False``: nothing, BatchNorm
-            (statistics included) is shared by all nets. ``True``: weights
-            and statistics, every sub-net gets its own BatchNorm layers
-            (then nothing is computed once for several nets). Convolutions
-            are always shared.
+        norm_sharing (str): What of BatchNorm the nets share.
+            ``'stats'`` (default): the weights; the running statistics are
+            per net. Training is unchanged (batch statistics), but a block
+            that nets reach with different inputs keeps one set of
+            statistics per input, so each net is tested with statistics of
+            its own activations instead of a mixture of all nets' (see
+            :class:`PrivateStatsBatchNorm2d`). ``'shared'``: everything,
+            statistics included. ``'private'``: nothing, every sub-net gets
+            its own BatchNorm layers (then nothing is computed once for
+            several nets). Convolutions are always shared.
+        private_norm (bool | str, optional): The former name of
+            ``norm_sharing`` (``False`` = ``'shared'``, ``'stats'``,
+            ``True`` = ``'private'``); still accepted, with a warning, and it
+            wins over ``norm_sharing`` when set (old ``--cfg-options`` keep
+            working).
         stage_blocks (Sequence[int], optional): Override the full net's
             blocks per stage (block type still follows ``depth``), e.g.
             ``depth=34, stage_blocks=(3, 3, 3, 3)``. Defaults to None.
@@ -61,7 +70,8 @@ class DepthDynamicResNet(ResNet):
                  depth: int,
                  sub_depths: Sequence[SubNetSpec] = (),
                  block_choice: str = 'first',
-                 private_norm: Union[bool, str] = 'stats',
+                 norm_sharing: str = 'stats',
+                 private_norm: Optional[Union[bool, str]] = None,
                  stage_blocks: Optional[Sequence[int]] = None,
                  **kwargs):
         if depth not in ResNet.arch_settings:
@@ -81,10 +91,24 @@ class DepthDynamicResNet(ResNet):
             self.arch_settings = {depth: (block, stage_blocks)}
         super().__init__(depth, **kwargs)
         self.block_choice = block_choice
-        if not (isinstance(private_norm, bool) or private_norm == 'stats'):
-            raise ValueError("private_norm must be False, 'stats' or True, "
-                             f'got {private_norm!r}')
-        self.private_norm = private_norm
+        if private_norm is not None:
+            old = {False: 'shared', 'stats': 'stats', True: 'private'}
+            if private_norm not in old or (private_norm is not True
+                                           and private_norm is not False
+                                           and private_norm != 'stats'):
+                raise ValueError("private_norm must be False, 'stats' or "
+                                 f'True, got {private_norm!r}')
+            warnings.warn(
+                f'backbone.private_norm is deprecated: private_norm='
+                f"{private_norm!r} is norm_sharing='{old[private_norm]}'",
+                DeprecationWarning, stacklevel=2)
+            norm_sharing = old[private_norm]
+        if norm_sharing not in NORM_SHARING:
+            raise ValueError(f'norm_sharing must be one of '
+                             f'{list(NORM_SHARING)}, got {norm_sharing!r}')
+        self.norm_sharing = norm_sharing
+        # The same as False | 'stats' | True, for the code below.
+        private_norm = self.private_norm = NORM_SHARING[norm_sharing]
         # (stage, block) -> its PrivateStatsBatchNorm2d (private_norm='stats')
         self._stats_norms: Dict[Tuple[int, int], List[nn.Module]] = {}
 
@@ -263,6 +287,14 @@ class DepthDynamicResNet(ResNet):
     def train(self, mode: bool = True):
         super().train(mode)
         return self
+
+
+def dynamic_only_args() -> Tuple[str, ...]:
+    """The arguments of :class:`DepthDynamicResNet` that MMPretrain's
+    ``ResNet`` does not take (asked from the signatures, not listed)."""
+    own = inspect.signature(DepthDynamicResNet.__init__).parameters
+    plain = inspect.signature(ResNet.__init__).parameters
+    return tuple(k for k in own if k not in plain and k != 'kwargs')
 
 
 @MODELS.register_module()

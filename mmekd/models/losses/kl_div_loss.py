@@ -58,7 +58,8 @@ class KLDivLoss(nn.Module):
             log_p_s = F.log_softmax(student_logits.float() / self.tau, dim=1)
             log_p_t = F.log_softmax(
                 teacher_logits.detach().float() / self.tau, dim=1)
-            kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+            kl = F.kl_div(log_p_s, log_p_t, reduction='none',
+                          log_target=True).sum(dim=1)
             kl = kl * (self.tau**2)
             if self.reduction == 'batchmean':
                 kl = kl.mean()

@@ -16,6 +16,7 @@ import math
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -46,18 +47,18 @@ def check_split_rate(rate: float) -> float:
 
 
 def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Pack a bool tensor into uint8 (8 elements per byte, flattened)."""
-    flat = mask.flatten().to(torch.uint8)
-    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)])
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-    return (flat.view(-1, 8) * weights).sum(1, dtype=torch.uint8)
+    """Pack a bool tensor into uint8 (8 elements per byte, flattened,
+    first element in the lowest bit)."""
+    packed = np.packbits(mask.detach().cpu().numpy().reshape(-1),
+                         bitorder='little')
+    return torch.from_numpy(packed)
 
 
 def _unpack_bits(packed: torch.Tensor, shape: Tuple[int]) -> torch.Tensor:
     """Inverse of :func:`_pack_bits`."""
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-    bits = (packed.view(-1, 1) & weights) != 0
-    return bits.flatten()[:math.prod(shape)].view(shape)
+    bits = np.unpackbits(packed.cpu().numpy(), count=math.prod(shape),
+                         bitorder='little')
+    return torch.from_numpy(bits.astype(bool)).view(shape)
 
 
 def split_layers(model: nn.Module,

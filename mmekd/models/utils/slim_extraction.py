@@ -121,9 +121,10 @@ def slim_model_cfg(model: nn.Module, model_cfg: dict, rate: float) -> dict:
     backbone = model.backbone
     stages = [getattr(backbone, n)[0] for n in backbone.res_layers]
     bb_cfg = dict(cfg['backbone'])
+    from ..backbones import dynamic_only_args
     for key in ('type', 'base_channels', 'expansion', 'init_cfg',
-                'stem_channels', 'deep_stem', 'avg_down', 'stage_blocks',
-                'sub_depths', 'block_choice', 'private_norm'):
+                'stem_channels', 'deep_stem', 'avg_down',
+                *dynamic_only_args()):
         bb_cfg.pop(key, None)
     cifar = isinstance(backbone, ResNet_CIFAR)
     stem = keep_count(rate, backbone.stem_channels)
