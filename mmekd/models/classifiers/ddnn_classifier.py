@@ -56,10 +56,8 @@ class DDNNClassifier(ImageClassifier):
         at_loss (dict, optional): Attention distillation loss on the stage
             outputs listed in ``at_stages``. Defaults to
             ``AttentionTransferLoss(p=2, mode='activation',
-            loss_weight=10)``. ``None`` disables it. (In the digits demo,
-            weights 100 and 1000 - the attention-transfer paper's beta -
-            stalled or diverged training: the attention gradients
-            outweighed CE 3-12x; 1 and 10 trained well. See README.)
+            loss_weight=10)``. ``None`` disables it. (Why 10 and not the
+            attention-transfer paper's 1000: ``docs/results.md``.)
         at_stages (Sequence[int]): Stages (0-based) whose outputs are matched
             by attention distillation; each must be in the backbone's
             ``out_indices``. Defaults to all of the backbone's stages.
