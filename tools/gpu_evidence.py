@@ -52,6 +52,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+import mmekd  # noqa: F401  (mmpretrain:: bases, safe loading, as every tool)
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
 CONFIGS = osp.join(ROOT, 'configs')

@@ -180,11 +180,16 @@ def to_file_channel_order(cfg: dict, order: Optional[str]) -> List[str]:
                      "(channel_order='bgr'), as image files are read; the "
                      f'data preprocessor has to_rgb={order == RGB}')
     if stock:
-        msg = (f'channel order: the datasets {stock} give RGB arrays, but '
-               'this model takes image files (BGR) as trained '
-               f'(to_rgb={order == RGB}): testing on them here swaps red and '
-               'blue. Export with tools/export_subnet.py --data-dir to test '
-               'on the same images written as files')
+        pre = (cfg.get('model') or {}).get('data_preprocessor') or {}
+        for_files = bool(pre.get('to_rgb', False)) == (order == RGB)
+        msg = (f'channel order: the datasets {stock} give RGB arrays, while '
+               'image files are read as BGR; one to_rgb cannot serve both: ' +
+               ('it is set for image files, so testing on these datasets '
+                'here swaps red and blue' if for_files else
+                'it is kept for these datasets, so image files reach the '
+                'model with red and blue swapped') +
+               '. Export with tools/export_subnet.py --data-dir to test on '
+               'the same images written as files')
         warnings.warn(msg, stacklevel=2)
         notes.append(msg)
     return notes

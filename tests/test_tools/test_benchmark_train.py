@@ -100,7 +100,7 @@ def test_separate_models_use_plain_resnets():
     assert cfgs['sub0']['backbone']['depth'] == 18
     # ResNet-10 [1,1,1,1] is not a standard depth
     assert cfgs['sub1']['backbone']['type'] == 'mmekd.DepthDynamicResNetCIFAR'
-    assert cfgs['sub1']['backbone']['stage_blocks'] == (1, 1, 1, 1)
+    assert list(cfgs['sub1']['backbone']['stage_blocks']) == [1, 1, 1, 1]
     assert tool.input_size_from_cfg(cfg) == 16
 
 
