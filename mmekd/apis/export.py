@@ -29,7 +29,7 @@ from mmekd.models.backbones import (DepthDynamicResNet,
 from mmekd.models.backbones.per_net_norm import (PER_NET_NORMS,
                                                  private_net_of_key)
 from mmekd.models.utils import FULL_NET, UnknownNetError, check_net_name
-from mmekd.utils.checkpoint_keys import split_private_stats, warn_shared_stats
+from mmekd.utils.checkpoint_keys import compare_state_dict, warn_shared_stats
 from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
 
@@ -261,15 +261,11 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
     are logged: the nets keep the shared ones they were tested with.
     """
     model = _unwrap(model)
-    expected = model.state_dict()
-    missing, shared_stats = split_private_stats(
-        [k for k in expected if k not in state_dict])
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
-        f'{tuple(v.shape)}' for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
+    # The comparison of every checkpoint check; export is strict about
+    # unexpected keys too (a checkpoint of another model).
+    missing, shared_stats, unexpected, shapes = compare_state_dict(
+        model, state_dict)
+    mismatched = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in shapes]
     if not (missing or unexpected or mismatched):
         warn_shared_stats(shared_stats, what)
         return
@@ -409,7 +405,9 @@ def load_ddnn_model(config, checkpoint: Optional[str] = None) -> nn.Module:
         check_finite(state_dict, f'Checkpoint {checkpoint}',
                      advice='It was saved after training diverged: export '
                      'or test an earlier checkpoint.')
-        model.load_state_dict(state_dict, strict=True)
+        # Checked above; what may still be missing (a BatchNorm's update
+        # counter) does not change the exported values.
+        model.load_state_dict(state_dict, strict=False)
         model.checkpoint_meta = meta
         model.checkpoint_path = checkpoint
     return model

@@ -60,6 +60,35 @@ def _listing(title: str, items: List[str], limit: int) -> str:
     return f'  {title} ({len(items)}):\n    ' + '\n    '.join(shown) + more
 
 
+def compare_state_dict(
+    model: nn.Module,
+    state_dict: Dict[str, torch.Tensor],
+    revise_keys: Sequence[Tuple[str, str]] = ((r'^module\.', ''), )
+) -> Tuple[List[str], List[str], List[str], List[Tuple[str, tuple, tuple]]]:
+    """How ``state_dict`` differs from ``model``'s: the one comparison
+    behind every checkpoint check (``tools/test.py``, export, resume).
+
+    ``revise_keys`` are applied to the checkpoint's keys first (DDP's
+    ``module.``), and a missing BatchNorm ``num_batches_tracked`` does not
+    count (it only matters with ``momentum=None`` during training).
+
+    Returns:
+        tuple: ``(missing, missing per-net statistics, unexpected,
+        [(key, checkpoint shape, model shape)])``.
+    """
+    ckpt = _revise(state_dict, revise_keys)
+    own = model.state_dict()
+    missing, shared_stats = split_private_stats([
+        k for k in own
+        if k not in ckpt and not k.endswith(_OPTIONAL_SUFFIXES)
+    ])
+    unexpected = [k for k in ckpt if k not in own]
+    shapes = [(k, tuple(ckpt[k].shape), tuple(own[k].shape)) for k in own
+              if k in ckpt and hasattr(ckpt[k], 'shape')
+              and tuple(ckpt[k].shape) != tuple(own[k].shape)]
+    return missing, shared_stats, unexpected, shapes
+
+
 def check_state_dict(model: nn.Module,
                      state_dict: Dict[str, torch.Tensor],
                      source: str = 'the checkpoint',
@@ -91,19 +120,11 @@ def check_state_dict(model: nn.Module,
             checkpoint, tensors of another shape, or (unless allowed)
             unexpected keys; the message lists them.
     """
-    ckpt = _revise(state_dict, revise_keys)
+    missing, shared_stats, unexpected, shapes = compare_state_dict(
+        model, state_dict, revise_keys)
+    mismatched = [f'{k}: checkpoint {c}, model {m}' for k, c, m in shapes]
     own = model.state_dict()
-    missing, shared_stats = split_private_stats([
-        k for k in own
-        if k not in ckpt and not k.endswith(_OPTIONAL_SUFFIXES)
-    ])
-    unexpected = [k for k in ckpt if k not in own]
-    mismatched = [
-        f'{k}: checkpoint {tuple(ckpt[k].shape)}, model '
-        f'{tuple(own[k].shape)}' for k in own
-        if k in ckpt and hasattr(ckpt[k], 'shape')
-        and tuple(ckpt[k].shape) != tuple(own[k].shape)
-    ]
+    ckpt = _revise(state_dict, revise_keys)
     if missing or mismatched or (unexpected and not allow_unexpected):
         loaded = sum(k in ckpt for k in own) - len(mismatched)
         parts = [
