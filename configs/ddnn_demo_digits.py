@@ -12,7 +12,7 @@ model = dict(
         depth=34,
         stem_channels=16,
         base_channels=16,
-        sub_depths=[[2, 2, 2, 2], [1, 1, 1, 1]]),
+        sub_stage_blocks=[[2, 2, 2, 2], [1, 1, 1, 1]]),
     head=dict(num_classes=10, in_channels=128),
 )
 val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, ))

@@ -10,7 +10,7 @@ model = dict(
     type='mmekd.DDNNClassifier',
     backbone=dict(
         type='mmekd.DepthDynamicResNetCIFAR',
-        sub_depths=[[2, 2, 2, 2]],
+        sub_stage_blocks=[[2, 2, 2, 2]],
         out_indices=(0, 1, 2, 3)),  # attention distillation on every stage
     head=dict(type='mmekd.MultiNetClsHead'))
 

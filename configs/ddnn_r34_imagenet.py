@@ -8,7 +8,7 @@ _base_ = [
     '_base_/default_runtime.py',
 ]
 model = dict(
-    backbone=dict(depth=34, sub_depths=[[2, 2, 2, 2]]),
+    backbone=dict(depth=34, sub_stage_blocks=[[2, 2, 2, 2]]),
     head=dict(num_classes=1000, in_channels=512),
 )
 val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, 5))

@@ -11,7 +11,7 @@ model = dict(
     backbone=dict(
         type='mmekd.DepthDynamicResNetCIFAR',
         depth=50,
-        sub_depths=[[2, 2, 2, 2], [3, 4, 4, 3]]),
+        sub_stage_blocks=[[2, 2, 2, 2], [3, 4, 4, 3]]),
     head=dict(num_classes=100, in_channels=2048),
 )
 val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, 5))

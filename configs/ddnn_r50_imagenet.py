@@ -9,7 +9,7 @@ _base_ = [
     '_base_/default_runtime.py',
 ]
 model = dict(
-    backbone=dict(depth=50, sub_depths=[[2, 2, 2, 2], [3, 4, 4, 3]]),
+    backbone=dict(depth=50, sub_stage_blocks=[[2, 2, 2, 2], [3, 4, 4, 3]]),
     head=dict(num_classes=1000, in_channels=2048),
 )
 val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, 5))

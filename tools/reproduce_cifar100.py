@@ -81,7 +81,7 @@ LEVER_ROWS = {
     # Two intermediate nets: each step trains the full net, ResNet-18 and one
     # of them.
     'ekd_sandwich': ('ddnn_r34_cifar100.py',
-                     dict(backbone=dict(sub_depths=[[2, 2, 2, 2],
+                     dict(backbone=dict(sub_stage_blocks=[[2, 2, 2, 2],
                                                     [2, 3, 4, 2],
                                                     [3, 3, 5, 3]]),
                           train_nets='sandwich_random'),
@@ -92,7 +92,7 @@ LEVER_ROWS = {
     'ekd_private_bn': ('ddnn_r34_cifar100.py',
                        dict(backbone=dict(private_norm=True)), _EKD_NETS),
     'adaptive_depth': ('ddnn_r34_cifar100.py',
-                       dict(backbone=dict(sub_depths=[[2, 2, 3, 2]],
+                       dict(backbone=dict(sub_stage_blocks=[[2, 2, 3, 2]],
                                           private_norm=True),
                             train_nets='sandwich',
                             sub_ce_weight=0.0,

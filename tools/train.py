@@ -59,7 +59,7 @@ def parse_args():
         action=DictAction,
         help='override config settings, key=value (e.g. '
         'model.kl_loss=None train_cfg.max_epochs=1 '
-        'model.backbone.sub_depths="[[2,2,2,2]]")')
+        'model.backbone.sub_stage_blocks="[[2,2,2,2]]")')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],

@@ -214,7 +214,8 @@ def _history_buffer(spec: HistoryBufferState, memo: Dict[int, Any]):
     logs = materialize(state['_log_history'], memo)
     counts = materialize(state['_count_history'], memo)
     if type(max_length) is not int or max_length < 1 or not all(
-            isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in 'biuf'
+            isinstance(a, np.ndarray) and a.ndim == 1
+            and a.dtype.kind in 'biuf'
             for a in (logs, counts)) or len(logs) != len(counts):
         raise UnsafeCheckpointError(
             'a HistoryBuffer in a checkpoint has invalid data fields (need '

@@ -1,11 +1,11 @@
-# DDNN + EKD model skeleton: fill in backbone depth/sub_depths and the head's
+# DDNN + EKD model skeleton: fill in backbone depth/sub_stage_blocks and the head's
 # num_classes/in_channels. Every field below is a documented default.
 model = dict(
     type='mmekd.DDNNClassifier',
     backbone=dict(
         type='mmekd.DepthDynamicResNet',
         depth=34,
-        sub_depths=[[2, 2, 2, 2]],
+        sub_stage_blocks=[[2, 2, 2, 2]],
         block_choice='first',      # which k blocks of a stage a sub-net keeps
         # BatchNorm weights shared by all nets, running statistics per net
         # ('shared': statistics shared too; 'private': weights private too)

@@ -8,7 +8,8 @@ from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
 from .slim_resnet import SlimResNet, SlimResNetCIFAR
 
 __all__ = [
-    'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'dynamic_only_args', 'NetTree', 'TreeNode',
+    'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'dynamic_only_args',
+    'NetTree', 'TreeNode',
     'select_blocks',
     'PrivateBatchNorm2d', 'PrivateStatsBatchNorm2d', 'is_per_net_key',
     'is_per_net_stats_key', 'per_net_norms', 'use_net', 'SlimResNet',

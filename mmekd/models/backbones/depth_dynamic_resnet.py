@@ -37,11 +37,12 @@ class DepthDynamicResNet(ResNet):
 
     Args:
         depth (int): Depth of the full net, one of 18, 34, 50, 101, 152.
-        sub_depths (Sequence): One entry per sub-net; each entry has one item
-            per stage: a block count ``k`` (``1 <= k <=`` the stage's blocks
-            in the full net) or an explicit sorted list of block indices that
-            starts with 0 (block 0 holds the stride and the projection).
-            Defaults to ``()`` (full net only).
+        sub_stage_blocks (Sequence): The sub-nets' blocks per stage (as
+            ``stage_blocks`` is the full net's): one entry per sub-net, each
+            with one item per stage, a block count ``k`` (``1 <= k <=`` the
+            stage's blocks in the full net) or an explicit sorted list of
+            block indices that starts with 0 (block 0 holds the stride and
+            the projection). Defaults to ``()`` (full net only).
         block_choice (str): Which ``k`` blocks a count keeps: ``'first'``
             (blocks ``0..k-1``, default) or ``'spread'`` (block 0 and the
             others evenly spread to the end of the stage).
@@ -60,6 +61,9 @@ class DepthDynamicResNet(ResNet):
             ``True`` = ``'private'``); still accepted, with a warning, and it
             wins over ``norm_sharing`` when set (old ``--cfg-options`` keep
             working).
+        sub_depths (Sequence, optional): The former name of
+            ``sub_stage_blocks``; still accepted, with a warning, and it wins
+            over ``sub_stage_blocks`` when set.
         stage_blocks (Sequence[int], optional): Override the full net's
             blocks per stage (block type still follows ``depth``), e.g.
             ``depth=34, stage_blocks=(3, 3, 3, 3)``. Defaults to None.
@@ -68,11 +72,12 @@ class DepthDynamicResNet(ResNet):
 
     def __init__(self,
                  depth: int,
-                 sub_depths: Sequence[SubNetSpec] = (),
+                 sub_stage_blocks: Sequence[SubNetSpec] = (),
                  block_choice: str = 'first',
                  norm_sharing: str = 'stats',
                  private_norm: Optional[Union[bool, str]] = None,
                  stage_blocks: Optional[Sequence[int]] = None,
+                 sub_depths: Optional[Sequence[SubNetSpec]] = None,
                  **kwargs):
         if depth not in ResNet.arch_settings:
             # KeyError, as mmpretrain's ResNet raises for an unknown depth.
@@ -112,7 +117,15 @@ class DepthDynamicResNet(ResNet):
         # (stage, block) -> its PrivateStatsBatchNorm2d (private_norm='stats')
         self._stats_norms: Dict[Tuple[int, int], List[nn.Module]] = {}
 
-        self.tree = NetTree(self.stage_blocks, sub_depths, block_choice,
+        field = 'sub_stage_blocks'
+        if sub_depths is not None:
+            warnings.warn(
+                'backbone.sub_depths is deprecated: it is named '
+                'sub_stage_blocks now (as stage_blocks is the full net\'s)',
+                DeprecationWarning, stacklevel=2)
+            sub_stage_blocks, field = sub_depths, 'sub_depths'
+        self.tree = NetTree(self.stage_blocks, sub_stage_blocks, block_choice,
+                            field=field,
                             arch=f'depth {self.depth}')
         # {net: block indices per stage}, 'full' first.
         self.net_blocks = self.tree.net_blocks

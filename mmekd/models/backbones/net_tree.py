@@ -85,13 +85,14 @@ class NetTree:
 
     Args:
         stage_blocks (Sequence[int]): Blocks per stage of the full net.
-        sub_depths (Sequence): One entry per sub-net; each has one item per
-            stage: a block count ``k`` (``1 <= k <=`` the stage's blocks) or
-            an explicit sorted list of block indices that starts with 0.
+        sub_stage_blocks (Sequence): One entry per sub-net; each has one
+            item per stage: a block count ``k`` (``1 <= k <=`` the stage's
+            blocks) or an explicit sorted list of block indices that starts
+            with 0.
         block_choice (str): Which ``k`` blocks a count keeps: ``'first'``
             or ``'spread'`` (see :func:`select_blocks`).
-        field (str): The config field ``sub_depths`` came from, for
-            messages. Defaults to ``'sub_depths'``.
+        field (str): The config field the sub-nets came from, for
+            messages. Defaults to ``'sub_stage_blocks'``.
         arch (str): The full net, for messages (e.g. ``'depth 34'``).
 
     Attributes:
@@ -103,9 +104,9 @@ class NetTree:
 
     def __init__(self,
                  stage_blocks: Sequence[int],
-                 sub_depths: Sequence[SubNetSpec] = (),
+                 sub_stage_blocks: Sequence[SubNetSpec] = (),
                  block_choice: str = 'first',
-                 field: str = 'sub_depths',
+                 field: str = 'sub_stage_blocks',
                  arch: str = ''):
         if block_choice not in ('first', 'spread'):
             raise ValueError(f"block_choice must be 'first' or 'spread', "
@@ -116,7 +117,7 @@ class NetTree:
         full = tuple(tuple(range(n)) for n in self.stage_blocks)
         self.net_blocks: Dict[str, Tuple[Tuple[int]]] = OrderedDict(
             [(FULL_NET, full)])
-        for i, spec in enumerate(sub_depths):
+        for i, spec in enumerate(sub_stage_blocks):
             blocks = self._parse(i, spec)
             for other, other_blocks in self.net_blocks.items():
                 if blocks == other_blocks:

@@ -236,14 +236,15 @@ class DDNNClassifier(ImageClassifier):
                 raise ValueError(
                     f'train_nets={train_nets!r} needs one smallest sub-net, '
                     f'but {smallest} all have {fewest} blocks; make their '
-                    f'sub_depths differ in size or use train_nets=\'all\'')
+                    'sub_stage_blocks differ in size or use '
+                    "train_nets='all'")
             self._smallest = smallest[0]
             self._middle = [n for n in subs if n != self._smallest]
         if train_nets == 'sandwich_random' and not self._middle:
             raise ValueError(
                 "train_nets='sandwich_random' draws one sub-net besides the "
                 f'smallest, but the backbone has only {subs}; use '
-                "train_nets='sandwich' (or add sub_depths)")
+                "train_nets='sandwich' (or add sub_stage_blocks)")
         self._draws = 0  # training steps drawn outside a runner
         if kl_topk is not None:
             classes = self.head.num_classes

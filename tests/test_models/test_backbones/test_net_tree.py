@@ -77,3 +77,22 @@ def test_teacher_label_loss_is_computed_once(tiny_ddnn_cfg, monkeypatch):
     model.train_step(batch, OptimWrapper(
         torch.optim.SGD(model.parameters(), lr=0.1)))
     assert len(calls) == 3
+
+
+def test_old_field_names_still_work_with_a_warning():
+    from mmekd.models.backbones import DepthDynamicResNetCIFAR
+    new = DepthDynamicResNetCIFAR(
+        18, sub_stage_blocks=[[1, 1, 1, 1]], norm_sharing='shared',
+        base_channels=2, stem_channels=2)
+    with pytest.warns(DeprecationWarning, match='sub_depths is deprecated'):
+        old = DepthDynamicResNetCIFAR(
+            18, sub_depths=[[1, 1, 1, 1]], private_norm=False,
+            base_channels=2, stem_channels=2)
+    assert old.net_blocks == new.net_blocks
+    assert (old.norm_sharing, old.private_norm) == ('shared', False)
+    assert list(old.state_dict()) == list(new.state_dict())
+    with pytest.raises(ValueError, match=r"sub_stage_blocks\[0\] = \[1, 1\] "
+                       'has 2 stages'):
+        DepthDynamicResNetCIFAR(18, sub_stage_blocks=[[1, 1]])
+    with pytest.raises(ValueError, match="norm_sharing must be one of"):
+        DepthDynamicResNetCIFAR(18, norm_sharing=True)
