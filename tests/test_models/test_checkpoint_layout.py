@@ -1,8 +1,8 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Checkpoints written by earlier code keep loading and computing the same.
 
-``tests/data/ddnn_a8cced3.pt`` was written by the code at commit a8cced3
-(``tests/data/make_ddnn_a8cced3.py``): a tiny DDNN in each norm mode
+``tests/fixtures/ddnn_a8cced3.pt`` was written by the code at commit a8cced3
+(``tests/fixtures/make_ddnn_a8cced3.py``): a tiny DDNN in each norm mode
 (``private_norm=False``, ``'stats'``, ``True``) with its state dict, an
 input and every net's eval logits, and one float64 training step of both
 step modes (its losses and every tensor after the step).
@@ -19,7 +19,8 @@ from mmpretrain.structures import DataSample
 from mmekd.registry import MODELS
 from mmekd.utils import safe_load
 
-FIXTURE = osp.join(osp.dirname(__file__), '..', 'data', 'ddnn_a8cced3.pt')
+FIXTURE = osp.join(osp.dirname(__file__), '..', 'fixtures',
+                   'ddnn_a8cced3.pt')
 
 
 @pytest.fixture(scope='module')
