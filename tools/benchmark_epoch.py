@@ -27,9 +27,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.utils import (apply_dataloader_defaults,
-                         apply_safe_training_defaults, check_amp_device,
-                         enable_amp)
+from mmekd.utils import apply_dataloader_defaults, check_amp_device, enable_amp
 
 
 def parse_args(argv=None):
@@ -101,7 +99,6 @@ def build_cfg(args, work_dir: str) -> Config:
     cfg.load_from, cfg.resume = None, False
     check_amp_device(cfg)
     apply_dataloader_defaults(cfg, False, False)
-    apply_safe_training_defaults(cfg, None)
     return cfg
 
 

@@ -3,7 +3,7 @@ from .depth_dynamic_resnet import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
                                    dynamic_only_args)
 from .net_tree import NetTree, TreeNode, select_blocks
 from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
-                           is_per_net_key, is_per_net_stats_key,
+                           is_per_net_stats_key,
                            per_net_norms, use_net)
 from .slim_resnet import SlimResNet, SlimResNetCIFAR
 
@@ -11,7 +11,7 @@ __all__ = [
     'DepthDynamicResNet', 'DepthDynamicResNetCIFAR', 'dynamic_only_args',
     'NetTree', 'TreeNode',
     'select_blocks',
-    'PrivateBatchNorm2d', 'PrivateStatsBatchNorm2d', 'is_per_net_key',
+    'PrivateBatchNorm2d', 'PrivateStatsBatchNorm2d',
     'is_per_net_stats_key', 'per_net_norms', 'use_net', 'SlimResNet',
     'SlimResNetCIFAR'
 ]

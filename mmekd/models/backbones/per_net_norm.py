@@ -14,9 +14,9 @@ What the rest of mmekd asks of them, without knowing their child names:
 - :meth:`state_key`: which state-dict key (relative to the norm) holds a
   net's ``weight`` / ``running_mean`` / ...;
 - :func:`per_net_norms`: the per-net norms of a module;
-- :func:`is_per_net_key`: whether a state-dict key holds a per-net copy
-  (not a full-net tensor), and :func:`is_per_net_stats_key`: whether it
-  holds per-net running statistics only.
+- :func:`is_per_net_stats_key`: whether a state-dict key holds per-net
+  running statistics; :func:`private_net_of_key`: the net whose private
+  copy a key holds.
 """
 import copy
 import re
@@ -196,7 +196,6 @@ PER_NET_NORMS = (PrivateBatchNorm2d, PrivateStatsBatchNorm2d)
 # Child names are known here only (and the head's ``sub_fcs`` in
 # MultiNetClsHead).
 _CHILDREN = ('sub_norms', 'sub_stats')
-_PER_NET_KEY = re.compile(r'\.(?:sub_norms|sub_stats)\.')
 _PER_NET_STATS_KEY = re.compile(r'\.sub_stats\.')
 _PRIVATE_KEY = re.compile(r'\.(?:sub_norms|sub_fcs)\.([^.]+)\.')
 
@@ -222,11 +221,6 @@ def per_net_norms(module: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
     for name, m in module.named_modules():
         if isinstance(m, PER_NET_NORMS):
             yield name, m
-
-
-def is_per_net_key(key: str) -> bool:
-    """Whether a state-dict key holds a per-net copy of a norm's tensor."""
-    return bool(_PER_NET_KEY.search(key))
 
 
 def is_per_net_stats_key(key: str) -> bool:

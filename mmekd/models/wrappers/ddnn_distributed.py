@@ -3,7 +3,6 @@
 from typing import Dict, Union
 
 import torch
-import torch.distributed as torch_dist
 from mmengine.dist import all_reduce_dict, all_reduce_params
 from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
