@@ -94,12 +94,31 @@ def parse_args(argv=None):
     parser.add_argument(
         '--compile',
         action='store_true',
-        help="torch.compile every model's train_step (as compile=True)")
+        help='also time every model compiled, beside its eager run: the '
+        "DDNN with model.compile_step (one graph for the simple step's "
+        'forward + losses, one per segment of the memory-efficient step), '
+        "each net alone with its forward compiled; graph breaks, "
+        'recompilations after warm-up and compile time are reported')
     parser.add_argument(
         '--compile-backend',
         default='inductor',
         help="torch.compile backend with --compile (default inductor; "
         "'eager' only captures the graphs: a quick check on CPU)")
+    parser.add_argument(
+        '--compile-mode',
+        help="torch.compile mode with --compile (e.g. 'reduce-overhead': "
+        'CUDA graphs)')
+    parser.add_argument(
+        '--only',
+        choices=['ddnn', 'memory_efficient', 'simple'],
+        help='time the DDNN modes only (ddnn), or one mode (no nets '
+        'alone, no step ratio)')
+    parser.add_argument(
+        '--no-mkldnn',
+        action='store_true',
+        help="CPU: ATen's own convolution instead of oneDNN's, for every "
+        'model (for host-cost measurements at width 1, where oneDNN\'s '
+        'setup per call dominates both eager and compiled steps)')
     parser.add_argument(
         '--steps',
         type=int,
@@ -365,16 +384,51 @@ def _sync(device):
 class Entry:
     """A model under test and its measurements."""
 
-    def __init__(self, name, model, wrapper, flops_per_img):
+    def __init__(self, name, model, wrapper, flops_per_img, compiled=False):
         self.name, self.model, self.wrapper = name, model, wrapper
         self.flops_per_img = flops_per_img
+        self.compiled = compiled
         self.times: List[float] = []
         self.cuda_peak: Optional[int] = None
         self.saved_peak: Optional[int] = None
         self.live_peak: Optional[int] = None
+        self.warmup_s: Optional[float] = None
+        self.compile = dict(graphs=0, graph_breaks=0, recompiles=0)
+        self.compiler = getattr(model, '_compiler', None)
 
     def step(self, data):
         return self.model.train_step(data, self.wrapper)
+
+
+def _counts():
+    from mmekd.models.classifiers.compiled_step import dynamo_counts
+    return dynamo_counts()
+
+
+def default_step_mode() -> str:
+    """``DDNNClassifier``'s default ``train_step_mode``."""
+    import inspect
+    from mmekd.models import DDNNClassifier
+    return inspect.signature(
+        DDNNClassifier.__init__).parameters['train_step_mode'].default
+
+
+def compile_alone(model: nn.Module, args):
+    """A net alone, compiled as the DDNN is (:class:`StepCompiler`): its
+    forward (``extract_feat``) in one graph; the head's loss on the data
+    samples stays eager. Returns the compiler."""
+    from mmekd.models.classifiers.compiled_step import (StepCompiler,
+                                                        parse_compile_step)
+    compiler = StepCompiler(
+        parse_compile_step(
+            dict(backend=args.compile_backend, mode=args.compile_mode)))
+    forward = model.extract_feat
+
+    def extract_feat(*a, **kw):
+        return compiler('alone', 0, forward)(*a, **kw)
+
+    model.extract_feat = extract_feat
+    return compiler
 
 
 def run_benchmark(args) -> dict:
@@ -388,6 +442,8 @@ def run_benchmark(args) -> dict:
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     device = torch.device(args.device)
     on_gpu = device.type == 'cuda'
+    if args.no_mkldnn:
+        torch.backends.mkldnn.enabled = False
     size = args.input_size or input_size_from_cfg(cfg)
     batch = args.batch_size or (
         cfg.train_dataloader.batch_size if on_gpu else 8)
@@ -401,31 +457,55 @@ def run_benchmark(args) -> dict:
             model.to(memory_format=torch.channels_last)
         return model.to(device).train()
 
+    compile_cfg = dict(
+        backend=args.compile_backend,
+        mode=args.compile_mode)
+    variants = (False, True) if args.compile else (False, )
+    modes = ('memory_efficient', 'simple')
+    if args.only in modes:
+        modes = (args.only, )
     entries = []
     ddnn_cfg = copy.deepcopy(cfg.model)
-    for mode in ('memory_efficient', 'simple'):
-        model = build(ddnn_cfg, train_step_mode=mode,
-                      channels_last=args.channels_last)
-        flops = entries[0].flops_per_img if entries else forward_flops(
-            model, size, device)
-        wrapper = make_optim_wrapper(model, cfg, args)
-        entries.append(Entry(f'ddnn[{mode}]', model, wrapper, flops))
-    for net, model_cfg in separate_model_cfgs(cfg, entries[0].model).items():
-        model = build(model_cfg)
-        entries.append(
-            Entry(f'{net} alone', model, make_optim_wrapper(model, cfg, args),
-                  forward_flops(model, size, device)))
-    if args.compile:
-        for e in entries:
-            e.model.train_step = torch.compile(
-                e.model.train_step, backend=args.compile_backend)
+    for mode in modes:
+        for compiled in variants:
+            model = build(
+                ddnn_cfg, train_step_mode=mode,
+                channels_last=args.channels_last,
+                compile_step=compile_cfg if compiled else None)
+            flops = entries[0].flops_per_img if entries else forward_flops(
+                model, size, device)
+            wrapper = make_optim_wrapper(model, cfg, args)
+            name = f'ddnn[{mode}]' + (' compiled' if compiled else '')
+            entries.append(Entry(name, model, wrapper, flops, compiled))
+    if args.only is None:
+        for net, model_cfg in separate_model_cfgs(cfg,
+                                                  entries[0].model).items():
+            for compiled in variants:
+                model = build(model_cfg)
+                flops = forward_flops(model, size, device)
+                compiler = compile_alone(model, args) if compiled else None
+                entries.append(
+                    Entry(f'{net} alone' + (' compiled' if compiled else ''),
+                          model, make_optim_wrapper(model, cfg, args), flops,
+                          compiled))
+                entries[-1].compiler = compiler
 
     data = synthetic_batch(batch, size, num_classes, device,
                            args.channels_last)
     for e in entries:  # warm-up (and compilation)
+        before = _counts()
+        _sync(device)
+        start = time.perf_counter()
         for _ in range(args.warmup):
             e.step(data)
-    _sync(device)
+        _sync(device)
+        e.warmup_s = time.perf_counter() - start
+        after = _counts()
+        e.compile['graphs'] = after['graphs'] - before['graphs']
+        e.compile['graph_breaks'] = (after['graph_breaks'] -
+                                     before['graph_breaks'])
+        e.graphs_after_warmup = (e.compiler.cache_entries()
+                                 if e.compiler else 0)
     for e in entries:  # activation memory, one untimed step each
         with SavedTensorMeter(e.model) as meter:
             e.step(data)
@@ -455,6 +535,11 @@ def run_benchmark(args) -> dict:
                 peak += static
                 e.cuda_peak = max(e.cuda_peak or 0, peak)
 
+    for e in entries:
+        # Any graph compiled after warm-up is a recompilation.
+        if e.compiler:
+            e.compile['recompiles'] = (e.compiler.cache_entries() -
+                                       e.graphs_after_warmup)
     peak_tflops = args.peak_tflops
     device_name = 'cpu'
     if on_gpu:
@@ -474,20 +559,39 @@ def run_benchmark(args) -> dict:
             peak_share=tflops / peak_tflops if peak_tflops else None,
             saved_activations_mb=e.saved_peak / 2**20,
             cpu_live_mb=e.live_peak / 2**20 if e.live_peak else None,
-            cuda_peak_mb=e.cuda_peak / 2**20 if e.cuda_peak else None)
-    alone = [e for e in entries if e.name.endswith(' alone')]
-    sum_alone = sum(rows[e.name]['step_ms'] for e in alone)
-    full = rows['full alone']
+            cuda_peak_mb=e.cuda_peak / 2**20 if e.cuda_peak else None,
+            compiled=e.compiled,
+            warmup_s=e.warmup_s,
+            **e.compile)
     summary = OrderedDict()
-    for mode in ('memory_efficient', 'simple'):
-        r = rows[f'ddnn[{mode}]']
-        summary[f'step_ratio_{mode}'] = r['step_ms'] / sum_alone
-        summary[f'saved_activations_ratio_{mode}'] = (
-            r['saved_activations_mb'] / full['saved_activations_mb'])
-        summary[f'cuda_peak_ratio_{mode}'] = (
-            r['cuda_peak_mb'] / full['cuda_peak_mb'] if on_gpu else None)
-        summary[f'cpu_live_ratio_{mode}'] = (
-            None if on_gpu else r['cpu_live_mb'] / full['cpu_live_mb'])
+    for suffix in [''] + ([' compiled'] if args.compile else []):
+        tag = suffix.strip().replace(' ', '_')
+        tag = f'_{tag}' if tag else ''
+        alone = [n for n in rows
+                 if n.endswith(' alone' + suffix) and n.count(' ') ==
+                 1 + suffix.count(' ')]
+        for mode in modes:
+            r = rows[f'ddnn[{mode}]{suffix}']
+            if alone:
+                sum_alone = sum(rows[n]['step_ms'] for n in alone)
+                full = rows['full alone' + suffix]
+                summary[f'step_ratio_{mode}{tag}'] = r['step_ms'] / sum_alone
+                summary[f'saved_activations_ratio_{mode}{tag}'] = (
+                    r['saved_activations_mb'] / full['saved_activations_mb'])
+                summary[f'cuda_peak_ratio_{mode}{tag}'] = (
+                    r['cuda_peak_mb'] / full['cuda_peak_mb']
+                    if on_gpu else None)
+                summary[f'cpu_live_ratio_{mode}{tag}'] = (
+                    None if on_gpu else r['cpu_live_mb'] / full['cpu_live_mb'])
+            if suffix:
+                eager = rows[f'ddnn[{mode}]']
+                summary[f'compiled_vs_eager_{mode}'] = (
+                    r['step_ms'] / eager['step_ms'])
+    default = default_step_mode()
+    if args.compile and default in modes:
+        summary['default_mode'] = default
+        summary['compiled_vs_eager_default_mode'] = summary[
+            f'compiled_vs_eager_{default}']
     return dict(
         config=args.config,
         device=device_name,
@@ -495,7 +599,9 @@ def run_benchmark(args) -> dict:
         input_size=size,
         amp=args.amp,
         channels_last=args.channels_last,
-        compile=args.compile and args.compile_backend,
+        compile=args.compile and dict(
+            backend=args.compile_backend, mode=args.compile_mode),
+        mkldnn=torch.backends.mkldnn.enabled,
         steps=args.steps,
         warmup=args.warmup,
         repeats=args.repeats,
@@ -512,15 +618,16 @@ def print_results(res: dict) -> None:
     print(f"config {res['config']} | device {res['device']} | batch "
           f"{res['batch_size']} | input {res['input_size']} | amp "
           f"{res['amp']} | channels_last {res['channels_last']} | compile "
-          f"{res['compile']} | {res['repeats']} x {res['steps']} steps "
+          f"{res['compile']} | mkldnn {res['mkldnn']} | {res['repeats']} x "
+          f"{res['steps']} steps "
           f"(median), warmup {res['warmup']}")
-    header = (f"{'model':<26}{'step ms':>10}{'img/s':>10}{'GFLOP/img':>11}"
+    header = (f"{'model':<34}{'step ms':>10}{'img/s':>10}{'GFLOP/img':>11}"
               f"{'TFLOP/s':>9}{'of bf16':>9}{'saved MB':>10}{'peak MB':>10}"
               f"{'live MB':>10}")
     print(header)
     print('-' * len(header))
     for name, r in res['rows'].items():
-        print(f"{name:<26}{r['step_ms']:>10.2f}{r['img_per_s']:>10.1f}"
+        print(f"{name:<34}{r['step_ms']:>10.2f}{r['img_per_s']:>10.1f}"
               f"{r['train_gflop_per_img']:>11.3f}{r['tflop_per_s']:>9.4f}"
               f"{_fmt(r['peak_share'], '.1%'):>9}"
               f"{r['saved_activations_mb']:>10.2f}"
@@ -530,8 +637,19 @@ def print_results(res: dict) -> None:
           'allocated during the step + parameters, optimizer state; live '
           'MB: the same for CPU tensors, over 3 steps with the cyclic GC '
           'off; n/a where not measured)')
+    compiled = [(n, r) for n, r in res['rows'].items() if r['compiled']]
+    if compiled:
+        print(f"{'compiled model':<34}{'warm-up s':>10}{'graphs':>8}"
+              f"{'breaks':>8}{'recompiles':>11}")
+        for name, r in compiled:
+            print(f"{name:<34}{r['warmup_s']:>10.1f}{r['graphs']:>8}"
+                  f"{r['graph_breaks']:>8}{r['recompiles']:>11}")
+        print(f"(warm-up s: the {res['warmup']} warm-up steps, compilation "
+              'included; recompiles: graphs compiled during the '
+              f"{res['repeats']} x {res['steps']} timed steps and the "
+              'memory measurements)')
     for key, v in res['summary'].items():
-        print(f'{key}: {_fmt(v, ".3f")}')
+        print(f'{key}: {v if isinstance(v, str) else _fmt(v, ".3f")}')
 
 
 def main(argv=None):

@@ -119,3 +119,32 @@ def test_static_bytes_counts_existing_gradients_only():
     assert tool.static_bytes(model, wrapper) == 2 * 44 * 4
     model(torch.randn(3, 10)).sum().backward()
     assert tool.static_bytes(model, wrapper) == 3 * 44 * 4
+
+
+def test_benchmark_compiled_beside_eager(capsys, tmp_path):
+    """--compile times every model eager and compiled in one run and
+    reports graphs, graph breaks and recompilations (aot_eager: the capture
+    without inductor's compile time)."""
+    tool = _tool()
+    out_json = str(tmp_path / 'res.json')
+    tool.main(TINY + ['--compile', '--compile-backend', 'aot_eager',
+                      '--repeats', '1', '--no-mkldnn', '--json', out_json])
+    text = capsys.readouterr().out
+    assert 'mkldnn False' in text
+    res = json.load(open(out_json))
+    rows = res['rows']
+    for name in ('ddnn[memory_efficient]', 'ddnn[simple]', 'full alone'):
+        assert not rows[name]['compiled']
+        compiled = rows[name + ' compiled']
+        assert compiled['compiled'] and compiled['step_ms'] > 0
+        assert compiled['graph_breaks'] == 0
+        assert compiled['recompiles'] == 0
+    assert rows['ddnn[simple] compiled']['graphs'] == 1
+    # three nets ([3,4,6,3] > [2,2,2,2] > [1,1,1,1]): segments
+    assert rows['ddnn[memory_efficient] compiled']['graphs'] > 1
+    summary = res['summary']
+    assert summary['default_mode'] == 'memory_efficient'
+    assert summary['compiled_vs_eager_default_mode'] == \
+        summary['compiled_vs_eager_memory_efficient'] > 0
+    assert re.search(r'^ddnn\[simple\] compiled\s+[\d.]+\s+1\s+0\s+0$', text,
+                     re.M)

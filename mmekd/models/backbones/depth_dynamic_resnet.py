@@ -248,25 +248,31 @@ class DepthDynamicResNet(ResNet):
         with use_net(norms, net) if norms else nullcontext():
             return module(x)
 
+    def walk_groups(self, nets: Sequence[str]) -> List[List[str]]:
+        """The nets :meth:`walk_nets` runs together, group by group: all of
+        them, or (``private_norm=True``: norms differ from the stem on, so
+        nothing is shared) one net per group, in the order of ``nets``."""
+        nets = [self.tree.check_net(n) for n in nets]
+        return [[n] for n in nets] if self.private_norm is True else [nets]
+
+    def group_context(self, group: Sequence[str]):
+        """The context a group of :meth:`walk_groups` runs in, stem
+        included: its net's norms with ``private_norm=True``."""
+        if self.private_norm is True:
+            return self.use_net(group[0])
+        return nullcontext()
+
     def walk_nets(self, x: torch.Tensor, nets: Sequence[str],
                   visit: Visit) -> None:
         """Run ``nets`` on one batch through the net tree: the stem, then
         every block once per distinct input (:meth:`NetTree.walk`), calling
         ``visit(node, y)`` at each block. The one traversal behind
         :meth:`forward_nets` and the memory-efficient training step.
-
-        With ``private_norm=True`` nothing is shared (norms differ from the
-        stem on): each net runs alone, in the order of ``nets``.
         """
-        if self.private_norm is True:
-            for net in nets:
-                with self.use_net(net):
-                    self.tree.walk(self.forward_stem(x), [net],
-                                   self.forward_block, self.out_indices,
-                                   visit)
-        else:
-            self.tree.walk(self.forward_stem(x), nets, self.forward_block,
-                           self.out_indices, visit)
+        for group in self.walk_groups(nets):
+            with self.group_context(group):
+                self.tree.walk(self.forward_stem(x), group,
+                               self.forward_block, self.out_indices, visit)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         """Run the full net; same outputs as :class:`ResNet`."""

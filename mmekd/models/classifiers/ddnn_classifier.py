@@ -17,6 +17,9 @@ from mmpretrain.structures import DataSample
 from mmekd.registry import MODELS
 from ..backbones import DepthDynamicResNet
 from ..utils import FULL_NET, check_net_name
+from .compiled_step import StepCompiler, parse_compile_step
+from .memory_efficient_step import (MemoryEfficientStep, build_plan,
+                                    simple_losses)
 
 
 @MODELS.register_module()
@@ -94,6 +97,16 @@ class DDNNClassifier(ImageClassifier):
             highest-scoring classes of each sample only (both nets' logits
             gathered there, softmax over those ``k``). Defaults to None (all
             classes).
+        compile_step (bool | dict, optional): ``torch.compile`` the training
+            step's functions of tensors (:mod:`.compiled_step`): the simple
+            step's forward + losses as one graph, the memory-efficient step
+            as one graph per segment of the net tree. True, or a dict of
+            ``backend`` (default ``'inductor'``), ``mode`` and ``options``
+            of ``torch.compile``. Every graph is compiled
+            with ``fullgraph=True`` and ``dynamic=False`` (keep
+            ``drop_last=True``). Do not also set MMEngine's ``compile``,
+            which compiles the whole ``train_step`` with graph breaks.
+            Defaults to None (eager).
         **kwargs: Other arguments of :class:`ImageClassifier`
             (``data_preprocessor``, ``train_cfg``, ``init_cfg``...).
     """
@@ -118,6 +131,7 @@ class DDNNClassifier(ImageClassifier):
                  full_loss_weight: float = 1.0,
                  train_nets: str = 'all',
                  kl_topk: Optional[int] = None,
+                 compile_step: Union[bool, dict, None] = None,
                  **kwargs):
         if not isinstance(backbone, nn.Module):
             backbone = MODELS.build(backbone)
@@ -194,6 +208,10 @@ class DDNNClassifier(ImageClassifier):
             self.to(memory_format=torch.channels_last)
         self._init_levers(sub_ce_weight, full_loss_weight, train_nets,
                           kl_topk)
+        self.compile_step = parse_compile_step(compile_step)
+        self._compiler = (StepCompiler(self.compile_step)
+                          if self.compile_step else None)
+        self._plans = {}  # trained nets -> memory-efficient step's segments
 
     TRAIN_STEP_MODES = ('memory_efficient', 'simple')
     TRAIN_NETS = ('all', 'sandwich', 'sandwich_random')
@@ -353,25 +371,29 @@ class DDNNClassifier(ImageClassifier):
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
         """CE for every trained net (``train_nets``) plus EKD terms for every
-        trained sub-net."""
-        logits, feats = self.forward_nets(inputs, self.nets_to_train())
-        return self.compute_losses(logits, feats, data_samples)
+        trained sub-net (one graph with ``compile_step``)."""
+        nets = tuple(self.nets_to_train())
+        fn = self._step_functions('simple', nets, simple_losses)
+        return fn(self, inputs, self.head.targets(data_samples), nets)
 
     def compute_losses(self, logits: Dict[str, torch.Tensor],
                        feats: Dict[str, Tuple[torch.Tensor]],
-                       data_samples: List[DataSample]
+                       targets: Union[torch.Tensor, List[DataSample]]
                        ) -> Dict[str, torch.Tensor]:
         """The loss terms for the nets present in ``logits``.
 
-        With distillation, the teacher (full net) must be among them when a
-        sub-net is.
+        ``targets`` are the batch's data samples or the tensor
+        ``head.targets(data_samples)`` makes of them. With distillation, the
+        teacher (full net) must be among the nets when a sub-net is.
         """
         students = [n for n in logits if n != FULL_NET]
         if self._distills and students and FULL_NET not in logits:
             raise ValueError('distillation needs the full net (teacher)')
+        if not torch.is_tensor(targets):
+            targets = self.head.targets(targets)
         losses = dict()
         for net, score in logits.items():
-            losses.update(self.label_loss(net, score, data_samples))
+            losses.update(self.label_loss(net, score, targets))
         for net in students if self._distills else []:
             losses.update(self.distill_losses(net, logits[net], feats[net],
                                               logits[FULL_NET],
@@ -384,13 +406,14 @@ class DDNNClassifier(ImageClassifier):
                                             and bool(self.at_stages))
 
     def label_loss(self, net: str, score: torch.Tensor,
-                   data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
-        """``{'loss_ce_<net>': ...}``: the head's loss of one net, weighted
+                   target: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``{'loss_ce_<net>': ...}``: the head's loss of one net against
+        ``target`` (``head.targets(data_samples)``), weighted
         (``full_loss_weight`` / ``sub_ce_weight``; nothing for weight 0)."""
         w = self.full_loss_weight if net == FULL_NET else self.sub_ce_weight
         if w == 0:
             return {}
-        ce = self.head.loss_by_net(score, data_samples)
+        ce = self.head.loss_by_target(score, target)
         return {f'loss_ce_{net}': ce if w == 1 else w * ce}
 
     def distill_losses(self, net: str, logits: torch.Tensor,
@@ -492,9 +515,9 @@ class DDNNClassifier(ImageClassifier):
                        data_samples: List[DataSample],
                        backward: Callable[[torch.Tensor], None]
                        ) -> Dict[str, torch.Tensor]:
-        """Walk the nets' block tree (``backbone.walk_nets``, the traversal
-        of ``forward_nets``), back-propagating every net's losses as soon as
-        they are known.
+        """Run the segments of the net tree (:func:`build_plan`, from the
+        traversal of ``forward_nets``), back-propagating every net's losses
+        as soon as they are known.
 
         A block output used by several nets is detached into a leaf when the
         nets part there (or one ends there, or takes it as a distilled
@@ -505,11 +528,20 @@ class DDNNClassifier(ImageClassifier):
         Returns:
             dict[str, Tensor]: All loss terms (teacher first).
         """
-        step = _MemoryEfficientStep(self, self.nets_to_train(), data_samples,
-                                    backward)
-        self.backbone.walk_nets(
-            self._format_inputs(inputs), step.nets, step.visit)
-        return step.losses
+        nets = tuple(self.nets_to_train())
+        plan = self._plans.get(nets)
+        if plan is None:
+            plan = self._plans[nets] = build_plan(self, list(nets))
+        step = MemoryEfficientStep(self, plan, self._step_functions,
+                                   self.head.targets(data_samples), backward)
+        return step.run(self._format_inputs(inputs))
+
+    def _step_functions(self, kind: str, key, fn: Callable) -> Callable:
+        """The step's functions of tensors: compiled (``compile_step``, in
+        training mode) or as they are."""
+        if self._compiler is None or not self.training:
+            return fn
+        return self._compiler(kind, key, fn)
 
     # ------------------------------------------------------------------ #
     # inference
@@ -532,79 +564,3 @@ class DDNNClassifier(ImageClassifier):
                 sample.set_metainfo(dict(net_names=tuple(nets)))
         return preds
 
-
-class _MemoryEfficientStep:
-    """What :meth:`DDNNClassifier._backward_nets` does at each block of the
-    net tree: keep features, cut shared outputs into leaves, finish the
-    nets whose path ends (losses, backward), back-propagate a cut segment
-    once its subtree is done.
-
-    A fresh object per step; the walk holds it only while it runs, so a
-    step's activations are freed when the step returns.
-    """
-
-    def __init__(self, model: 'DDNNClassifier', nets: List[str],
-                 data_samples: List[DataSample],
-                 backward: Callable[[torch.Tensor], None]):
-        self.model, self.nets = model, nets
-        self.data_samples, self.backward = data_samples, backward
-        backbone = model.backbone
-        # Stages whose outputs are read after the net ends (pooled for the
-        # head, distilled): a shared one there must be a leaf.
-        self.feat_stages = {backbone.num_stages - 1}
-        if model.at_loss is not None and len(nets) > 1:
-            self.feat_stages.update(model.at_stages)
-        self.outs = {net: {} for net in nets}
-        self.teacher = None  # (logits, feats), detached
-        self.pending = []  # students that ended before the teacher
-        self.losses = OrderedDict()
-
-    def visit(self, node, y: torch.Tensor):
-        cut = (len(node.nets) > 1 and y.requires_grad
-               and (node.ends or node.branches > 1 or
-                    (node.features and node.stage in self.feat_stages)))
-        out = y.detach().requires_grad_() if cut else y
-        for net in node.features:
-            self.outs[net][node.stage] = out
-        for net in node.ends:
-            self.finish(net)
-        if not cut:
-            return out, None
-
-        def backward_segment():
-            if out.grad is not None:
-                # Every net below has back-propagated into ``out``.
-                with torch.autocast(y.device.type, enabled=False):
-                    torch.autograd.backward(y, out.grad)
-                out.grad = None
-
-        return out, backward_segment
-
-    def finish(self, net: str) -> None:
-        model = self.model
-        outs = self.outs.pop(net)  # nothing else reads it
-        feats = tuple(outs[s] for s in sorted(outs))
-        logits = model.head(model._pool(feats), net=net)
-        if net == FULL_NET:
-            losses = model.compute_losses({net: logits}, {net: feats},
-                                          self.data_samples)
-            self.backward(model.parse_losses(losses)[0])
-            self.teacher = (logits.detach(), tuple(f.detach() for f in feats))
-            self.losses.update(losses)
-            for pending in self.pending:
-                self.finish_student(*pending)
-            self.pending = []
-        elif self.teacher is None:
-            self.pending.append((net, logits, feats))
-        else:
-            self.finish_student(net, logits, feats)
-
-    def finish_student(self, net: str, logits: torch.Tensor,
-                       feats: Tuple[torch.Tensor]) -> None:
-        model = self.model
-        t_logits, t_feats = self.teacher
-        losses = OrderedDict(model.label_loss(net, logits, self.data_samples))
-        losses.update(model.distill_losses(net, logits, feats, t_logits,
-                                           t_feats))
-        self.backward(model.parse_losses(losses)[0])
-        self.losses.update(losses)

@@ -115,12 +115,29 @@ class MultiNetClsHead(LinearClsHead):
                 "the dataset's number of classes")
         self._labels_checked = True
 
+    def targets(self, data_samples: List[DataSample]) -> torch.Tensor:
+        """The loss targets of a batch, as :meth:`ClsHead._get_loss` makes
+        them: the stacked ``gt_score`` (batch augments such as Mixup) or the
+        concatenated ``gt_label``. Labels are checked once, at the first
+        batch."""
+        if not self._labels_checked:
+            self._check_labels(data_samples)
+        if 'gt_score' in data_samples[0]:
+            return torch.stack([s.gt_score for s in data_samples])
+        return torch.cat([s.gt_label for s in data_samples])
+
+    def loss_by_target(self, cls_score: torch.Tensor,
+                       target: torch.Tensor) -> torch.Tensor:
+        """The classification loss (``loss`` config) of one net's scores
+        against :meth:`targets`: tensors only, so a compiled step traces it
+        without the data samples."""
+        return self.loss_module(
+            cls_score, target, avg_factor=cls_score.size(0))
+
     def loss_by_net(self, cls_score: torch.Tensor,
                     data_samples: List[DataSample]) -> torch.Tensor:
         """The classification loss (``loss`` config) of one net's scores."""
-        if not self._labels_checked:
-            self._check_labels(data_samples)
-        return self._get_loss(cls_score, data_samples)['loss']
+        return self.loss_by_target(cls_score, self.targets(data_samples))
 
     def predict_scores(
             self,

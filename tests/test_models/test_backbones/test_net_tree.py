@@ -68,8 +68,8 @@ def test_teacher_label_loss_is_computed_once(tiny_ddnn_cfg, monkeypatch):
     tiny_ddnn_cfg['backbone']['sub_depths'] = [[1, 1, 1, 1], [2, 1, 1, 1]]
     model = MODELS.build(tiny_ddnn_cfg)
     calls = []
-    real = model.head.loss_by_net
-    monkeypatch.setattr(model.head, 'loss_by_net',
+    real = model.head.loss_by_target
+    monkeypatch.setattr(model.head, 'loss_by_target',
                         lambda *a: calls.append(1) or real(*a))
     batch = dict(inputs=torch.rand(4, 3, 16, 16) * 255,
                  data_samples=[DataSample().set_gt_label(i % 3)
