@@ -134,6 +134,12 @@ def parse_args(argv=None):
         '--peak-tflops',
         type=float,
         help="the GPU's dense bf16 peak (default: looked up by name)")
+    parser.add_argument(
+        '--profile',
+        action='store_true',
+        help='after timing, profile 5 steps of each DDNN model '
+        '(torch.profiler) and print the operators with the most self time: '
+        'where the host time of a step goes')
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument(
         '--cfg-options',
@@ -431,6 +437,20 @@ def compile_alone(model: nn.Module, args):
     return compiler
 
 
+def profile_steps(e: 'Entry', data: dict, steps: int = 5) -> None:
+    """Print the operators with the most self time over ``steps`` steps of
+    ``e`` (after its warm-up), per step."""
+    from torch.profiler import profile
+    with profile() as prof:
+        for _ in range(steps):
+            e.step(data)
+    print(f'profile of {e.name}, {steps} steps (self CPU time per step):')
+    events = sorted(prof.key_averages(), key=lambda a: -a.self_cpu_time_total)
+    for a in events[:12]:
+        print(f'  {a.key[:60]:<62}{a.self_cpu_time_total / steps / 1e3:>8.3f}'
+              f' ms{a.count / steps:>8.1f} calls')
+
+
 def run_benchmark(args) -> dict:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -535,6 +555,10 @@ def run_benchmark(args) -> dict:
                 peak += static
                 e.cuda_peak = max(e.cuda_peak or 0, peak)
 
+    if args.profile:
+        for e in entries:
+            if e.name.startswith('ddnn['):
+                profile_steps(e, data)
     for e in entries:
         # Any graph compiled after warm-up is a recompilation.
         if e.compiler:

@@ -128,9 +128,13 @@ def test_benchmark_compiled_beside_eager(capsys, tmp_path):
     tool = _tool()
     out_json = str(tmp_path / 'res.json')
     tool.main(TINY + ['--compile', '--compile-backend', 'aot_eager',
-                      '--repeats', '1', '--no-mkldnn', '--json', out_json])
+                      '--repeats', '1', '--no-mkldnn', '--profile', '--json',
+                      out_json])
     text = capsys.readouterr().out
     assert 'mkldnn False' in text
+    assert re.search(r'^profile of ddnn\[memory_efficient\] compiled, 5 '
+                     r'steps', text, re.M)
+    assert 'aten::convolution_backward' in text
     res = json.load(open(out_json))
     rows = res['rows']
     for name in ('ddnn[memory_efficient]', 'ddnn[simple]', 'full alone'):

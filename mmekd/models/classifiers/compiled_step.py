@@ -19,6 +19,7 @@ and dynamo's recompile limit does not apply across them.
 """
 import time
 import types
+import warnings
 from typing import Callable, Dict, Optional
 
 import torch
@@ -94,6 +95,8 @@ class StepCompiler:
         self._fns: Dict[tuple, Callable] = {}
         self._codes = []  # code objects of the compiled functions
         self._new = set()  # compiled, not run yet: the first call compiles
+        self._shape = None  # the batch shape the graphs were compiled for
+        self._warned = set()
         self.compile_seconds = 0.0
 
     def __deepcopy__(self, memo):
@@ -115,6 +118,7 @@ class StepCompiler:
         self._fns.clear()
         self._codes.clear()
         self._new.clear()
+        self._shape = None
 
     def __call__(self, kind: str, key, fn: Callable) -> Callable:
         k = (kind, key)
@@ -132,6 +136,33 @@ class StepCompiler:
         if k in self._new:
             return self._timed(k)
         return self._fns[k]
+
+    def check_input(self, inputs: torch.Tensor) -> None:
+        """Refuse what the compiled graphs cannot hold: CUDA graphs
+        (``mode='reduce-overhead'``) off a CUDA device, and a batch whose
+        shape differs from the first one's (``dynamic=False``: a last
+        partial batch or a varying input size). With another mode a new
+        shape compiles the graphs once more, with a warning."""
+        if self.cfg['mode'] == 'reduce-overhead' and \
+                inputs.device.type != 'cuda':
+            raise ValueError(
+                "compile_step.mode='reduce-overhead' captures CUDA graphs, "
+                f'but the batch is on {inputs.device.type}: train on a GPU '
+                "or use mode=None")
+        shape = tuple(inputs.shape)
+        if self._shape is None:
+            self._shape = shape
+            return
+        if shape == self._shape:
+            return
+        msg = (f'compile_step compiled the step for batches of shape '
+               f'{self._shape}, got {shape}: set train_dataloader.drop_last'
+               '=True (a last partial batch) and a fixed input size')
+        if self.cfg['mode'] == 'reduce-overhead':
+            raise ValueError(msg + ' (CUDA graphs hold one shape)')
+        if shape not in self._warned:
+            self._warned.add(shape)
+            warnings.warn(msg + '; compiling again for this shape')
 
     def cache_entries(self) -> int:
         """Graphs dynamo holds for the compiled functions: one per function

@@ -373,6 +373,7 @@ class DDNNClassifier(ImageClassifier):
         """CE for every trained net (``train_nets``) plus EKD terms for every
         trained sub-net (one graph with ``compile_step``)."""
         nets = tuple(self.nets_to_train())
+        self._check_compiled_input(inputs)
         fn = self._step_functions('simple', nets, simple_losses)
         return fn(self, inputs, self.head.targets(data_samples), nets)
 
@@ -532,9 +533,14 @@ class DDNNClassifier(ImageClassifier):
         plan = self._plans.get(nets)
         if plan is None:
             plan = self._plans[nets] = build_plan(self, list(nets))
+        self._check_compiled_input(inputs)
         step = MemoryEfficientStep(self, plan, self._step_functions,
                                    self.head.targets(data_samples), backward)
         return step.run(self._format_inputs(inputs))
+
+    def _check_compiled_input(self, inputs: torch.Tensor) -> None:
+        if self._compiler is not None and self.training:
+            self._compiler.check_input(inputs)
 
     def _step_functions(self, kind: str, key, fn: Callable) -> Callable:
         """The step's functions of tensors: compiled (``compile_step``, in

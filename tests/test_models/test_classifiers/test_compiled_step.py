@@ -216,3 +216,41 @@ def test_compiled_model_deepcopies_without_its_graphs():
     assert copied._compiler is not model._compiler
     assert copied._compiler.num_functions == 0
     assert copied.compile_step == model.compile_step
+
+
+def test_cuda_graphs_refused_off_a_gpu():
+    model = _build(_cfg('memory_efficient',
+                        compile_step=dict(mode='reduce-overhead')))
+    with pytest.raises(ValueError, match="reduce-overhead' captures CUDA "
+                       'graphs, but the batch is on cpu'):
+        model.train_step(_batch(0), _wrapper(model))
+
+
+def test_a_new_batch_shape_warns_and_compiles_once_more():
+    model = _build(_cfg('simple', compile_step=dict(backend='aot_eager')))
+    wrapper = _wrapper(model)
+    model.train_step(_batch(0), wrapper)
+    partial = _batch(1)
+    partial['inputs'] = partial['inputs'][:3]
+    partial['data_samples'] = partial['data_samples'][:3]
+    with pytest.warns(UserWarning, match=r'batches of shape \(4, 3, 8, 8\), '
+                      r'got \(3, 3, 8, 8\): set train_dataloader.drop_last'):
+        model.train_step(partial, wrapper)
+    assert model._compiler.cache_entries() == 2
+
+
+def test_a_new_batch_shape_is_refused_with_cuda_graphs():
+    from types import SimpleNamespace
+
+    from mmekd.models.classifiers.compiled_step import StepCompiler
+    compiler = StepCompiler(parse_compile_step(dict(mode='reduce-overhead')))
+
+    def batch(n):  # what check_input reads of a CUDA batch
+        return SimpleNamespace(device=SimpleNamespace(type='cuda'),
+                               shape=(n, 3, 8, 8))
+
+    compiler.check_input(batch(4))
+    compiler.check_input(batch(4))
+    with pytest.raises(ValueError, match=r'got \(3, 3, 8, 8\).*CUDA graphs '
+                       'hold one shape'):
+        compiler.check_input(batch(3))
