@@ -408,8 +408,8 @@ def _fused_wrapper(model, defer=True, **kwargs):
     return wrapper
 
 
-@pytest.mark.parametrize('nesterov', [False, True])
-def test_nan_at_the_first_fused_step(nesterov):
+@pytest.mark.parametrize('optimizer', ['sgd', 'sgd_nesterov', 'adamw'])
+def test_nan_at_the_first_fused_step(optimizer):
     """A skipped first step must not leave uninitialised momentum buffers:
     NaN at step 1 then finite steps == the finite steps alone."""
     torch.manual_seed(0)
@@ -417,8 +417,15 @@ def test_nan_at_the_first_fused_step(nesterov):
     reference = copy.deepcopy(model)
     wrapper = _fused_wrapper(model, on_nonfinite='skip')
     ref_wrapper = _fused_wrapper(reference, defer=False)
-    for opt in (wrapper.optimizer, ref_wrapper.optimizer):
-        opt.param_groups[0]['nesterov'] = nesterov
+    if optimizer == 'adamw':
+        for w in (wrapper, ref_wrapper):
+            params = [p for g in w.optimizer.param_groups
+                      for p in g['params']]
+            w.optimizer = torch.optim.AdamW(params, lr=0.01, fused=True)
+    if optimizer == 'sgd_nesterov':
+        for opt in (wrapper.optimizer, ref_wrapper.optimizer):
+            opt.param_groups[0]['nesterov'] = True
+    state_key = 'exp_avg' if optimizer == 'adamw' else 'momentum_buffer'
     assert wrapper.can_defer and not ref_wrapper.can_defer
     model.bad = True
     model.train_step(_data(0), wrapper)
@@ -431,9 +438,11 @@ def test_nan_at_the_first_fused_step(nesterov):
     torch.testing.assert_close(model.state_dict(), reference.state_dict(),
                                rtol=0, atol=0)
     for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(
-            wrapper.optimizer.state[p]['momentum_buffer'],
-            ref_wrapper.optimizer.state[q]['momentum_buffer'], rtol=0, atol=0)
+        for key in ('step', state_key):
+            if key in ref_wrapper.optimizer.state[q]:
+                torch.testing.assert_close(
+                    wrapper.optimizer.state[p][key],
+                    ref_wrapper.optimizer.state[q][key], rtol=0, atol=0)
 
 
 def test_dampening_first_step_is_checked_on_the_host():
