@@ -24,7 +24,7 @@ TINY = dict(
         std=[1.] * 3))
 
 
-def _worker(rank, port, out_dir):
+def _worker(rank, port, out_dir, deferred=None):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
     torch.set_num_threads(1)
@@ -35,11 +35,18 @@ def _worker(rank, port, out_dir):
     from mmekd.models import DDNNDistributedDataParallel
     from mmekd.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(TINY)
+    model = MODELS.build(dict(TINY, train_step_mode=deferred or
+                              'memory_efficient'))
     ddp = DDNNDistributedDataParallel(
         module=model, device_ids=None, broadcast_buffers=False)
-    wrapper = SafeOptimWrapper(
-        torch.optim.SGD(model.parameters(), lr=0.1), on_nonfinite='skip')
+    if deferred:  # the check stays on the device (fused optimizer)
+        wrapper = SafeOptimWrapper(
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                            fused=True), on_nonfinite='skip')
+        wrapper.defer_check = True
+    else:
+        wrapper = SafeOptimWrapper(
+            torch.optim.SGD(model.parameters(), lr=0.1), on_nonfinite='skip')
     before = [p.detach().clone() for p in model.parameters()]
     inputs = torch.rand(4, 3, 16, 16)
     if rank == 0:
@@ -50,18 +57,26 @@ def _worker(rank, port, out_dir):
     log_vars = ddp.train_step(data, wrapper)
     unchanged = all(torch.equal(a, p) for a, p in zip(
         before, model.parameters()))
-    torch.save(dict(unchanged=unchanged, loss=float(log_vars['loss'])),
+    pending = len(wrapper._pending)
+    wrapper.report_nonfinite()  # deferred: counted here
+    torch.save(dict(unchanged=unchanged, loss=float(log_vars['loss']),
+                    skipped=wrapper.num_skipped, pending=pending),
                os.path.join(out_dir, f'rank{rank}.pth'))
     dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason='no torch.distributed')
-def test_nonfinite_loss_on_one_process_skips_on_all(tmp_path):
+@pytest.mark.parametrize('deferred', [None, 'memory_efficient', 'simple'])
+def test_nonfinite_loss_on_one_process_skips_on_all(tmp_path, deferred):
+    """Also with SafeOptimWrapper's deferred check (a fused optimizer; the
+    flag all-reduced on the device, the step skipped there): in the
+    memory-efficient step and in MMEngine's (where only rank 0's loss is
+    NaN)."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    ctx = mp.start_processes(_worker, args=(port, str(tmp_path)), nprocs=2,
-                             join=False, start_method='spawn')
+    ctx = mp.start_processes(_worker, args=(port, str(tmp_path), deferred),
+                             nprocs=2, join=False, start_method='spawn')
     deadline = time.monotonic() + 60
     # join() returns False while some process still runs (and raises if
     # one failed).
@@ -73,9 +88,12 @@ def test_nonfinite_loss_on_one_process_skips_on_all(tmp_path):
                         'all-reduce')
     for rank in (0, 1):
         result = torch.load(tmp_path / f'rank{rank}.pth')
-        # The averaged loss is NaN on both, so both skip the update.
-        assert result['loss'] != result['loss'], rank
+        if deferred != 'simple':
+            # The averaged loss is NaN on both, so both skip the update.
+            assert result['loss'] != result['loss'], rank
         assert result['unchanged'], rank
+        assert result['skipped'] == 1, rank
+        assert result['pending'] == (1 if deferred else 0), rank
 
 
 @pytest.mark.parametrize('private_norm,copies', [('stats', 'sub_stats'),

@@ -471,7 +471,10 @@ class DDNNClassifier(ImageClassifier):
         wrapper averages gradients there), step and zero the gradients."""
         # mmekd.SafeOptimWrapper: a non-finite loss stops training or skips
         # the step (its update_params, which does this otherwise, is not
-        # used by a step that back-propagates several times).
+        # used by a step that back-propagates several times). With its
+        # deferred check (fused optimizer, see SafeOptimWrapper) nothing is
+        # read on the host: check returns True and the step below is
+        # skipped on the device (optimizer.found_inf); it is reported later.
         check = getattr(optim_wrapper, 'check_backpropagated', None)
         if check is not None and not check(log_vars['loss'], log_vars):
             return
