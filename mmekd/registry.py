@@ -13,12 +13,15 @@ from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
 from mmpretrain.registry import LOOPS as MMPRETRAIN_LOOPS
 from mmpretrain.registry import METRICS as MMPRETRAIN_METRICS
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+from mmpretrain.registry import \
+    OPTIM_WRAPPER_CONSTRUCTORS as MMPRETRAIN_OPTIM_WRAPPER_CONSTRUCTORS
 from mmpretrain.registry import OPTIM_WRAPPERS as MMPRETRAIN_OPTIM_WRAPPERS
 from mmpretrain.registry import TRANSFORMS as MMPRETRAIN_TRANSFORMS
 
 __all__ = [
     'MODELS', 'HOOKS', 'LOOPS', 'METRICS', 'DATASETS', 'TRANSFORMS',
-    'OPTIM_WRAPPERS', 'FUNCTIONS', 'MODEL_WRAPPERS'
+    'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'FUNCTIONS',
+    'MODEL_WRAPPERS'
 ]
 
 MODELS = Registry(
@@ -41,6 +44,10 @@ TRANSFORMS = Registry(
     locations=['mmekd.datasets'])
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper', parent=MMPRETRAIN_OPTIM_WRAPPERS, scope='mmekd',
+    locations=['mmekd.engine'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    'optimizer wrapper constructor',
+    parent=MMPRETRAIN_OPTIM_WRAPPER_CONSTRUCTORS, scope='mmekd',
     locations=['mmekd.engine'])
 # Children of MMEngine's root registries (not MMPretrain's): the Runner looks
 # these up on the root (``FUNCTIONS.get`` for ``collate_fn``,

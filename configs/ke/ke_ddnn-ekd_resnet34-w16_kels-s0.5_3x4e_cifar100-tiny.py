@@ -36,6 +36,9 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
+    # fused SGD (one kernel for all parameters) where the device has it,
+    # else foreach; optimizer.fused / optimizer.foreach override
+    constructor='mmekd.FusedOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
 train_cfg = dict(type='mmekd.KnowledgeEvolutionTrainLoop', val_interval=100)
 val_cfg = dict()

@@ -31,6 +31,9 @@ train_dataloader = dict(
 
 optim_wrapper = dict(
     type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
+    # fused SGD (one kernel for all parameters) where the device has it,
+    # else foreach; optimizer.fused / optimizer.foreach override
+    constructor='mmekd.FusedOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
 # The run length (5 x 60 epochs) and the schedule of every generation (a
 # 5-epoch warm-up + cosine, restarted) follow from the KE hook below.

@@ -80,6 +80,9 @@ model = dict(
 
 optim_wrapper = dict(
     type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
+    # fused SGD (one kernel for all parameters) where the device has it,
+    # else foreach; optimizer.fused / optimizer.foreach override
+    constructor='mmekd.FusedOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.256, momentum=0.9, weight_decay=1e-4))
 # The run length (10 x 200 epochs) and the paper's per-epoch schedule of
 # every generation, restarted each time (lr*(e+1)/5 for epochs 0-4, then

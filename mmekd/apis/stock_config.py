@@ -255,6 +255,12 @@ def stock_training_machinery(d: dict, notes: List[str]) -> dict:
     if 'custom_hooks' in d:
         d['custom_hooks'] = [h for h in custom if h is not None]
     if isinstance(d.get('optim_wrapper'), dict):
+        if str(d['optim_wrapper'].get('constructor', '')).startswith('mmekd.'):
+            notes.append(
+                'optim_wrapper: dropped constructor='
+                f"{d['optim_wrapper'].pop('constructor')!r} (MMEngine's "
+                'DefaultOptimWrapperConstructor: torch picks the optimizer '
+                'implementation)')
         d['optim_wrapper'] = stock_component(d['optim_wrapper'],
                                              OPTIM_WRAPPERS, 'optim_wrapper',
                                              notes)

@@ -230,6 +230,10 @@ def test_cifar_becomes_stock_cifar(tmp_path):
     assert ('# Note: val_dataloader.dataset: the held-out part of the '
             "training split became the official test split (split='test')"
             in text)
+    # mmekd's optimizer wrapper constructor: MMEngine's default instead.
+    assert 'constructor' not in exp.optim_wrapper
+    assert ("# Note: optim_wrapper: dropped constructor="
+            "'mmekd.FusedOptimWrapperConstructor'" in text)
 
 
 def test_data_dir_writes_every_dataset(tmp_path):

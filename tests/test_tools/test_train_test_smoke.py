@@ -69,7 +69,11 @@ def check_console(out, work_dir):
                                    for t in train), train
     assert 'Warning' not in out and '-0.0000' not in out, out[:3000]
     log = glob.glob(osp.join(work_dir, '*', '*.log'))[0]
-    assert lines[first - 3].endswith(log)  # where the dumps went
+    # Where the dumps went, and the optimizer implementation chosen (once).
+    assert any(line.endswith(log) for line in lines[:first])
+    chosen = [line for line in lines
+              if 'FusedOptimWrapperConstructor:' in line]
+    assert len(chosen) == 1 and 'SGD with fused=True' in chosen[0], chosen
     with open(log) as f:
         text = f.read()
     assert 'System environment:' in text and 'Config:' in text

@@ -2,6 +2,9 @@
 # 0.9, wd 5e-4, batch 128, 200 epochs, lr x0.2 at epochs 60/120/160.
 optim_wrapper = dict(
     type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
+    # fused SGD (one kernel for all parameters) where the device has it,
+    # else foreach; optimizer.fused / optimizer.foreach override
+    constructor='mmekd.FusedOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4))
 param_scheduler = dict(
     type='MultiStepLR', by_epoch=True, milestones=[60, 120, 160], gamma=0.2)

@@ -2,6 +2,9 @@
 # wd 1e-4, 100 epochs, lr x0.1 at epochs 30/60/90.
 optim_wrapper = dict(
     type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
+    # fused SGD (one kernel for all parameters) where the device has it,
+    # else foreach; optimizer.fused / optimizer.foreach override
+    constructor='mmekd.FusedOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4))
 param_scheduler = dict(
     type='MultiStepLR', by_epoch=True, milestones=[30, 60, 90], gamma=0.1)
