@@ -426,14 +426,30 @@ def _bench_train_md(name: str, res: dict) -> List[str]:
             f"{_num(r.get('cuda_peak_mb'))} |")
     lines += ['', '| ratio (DDNN step / nets alone) | memory_efficient | '
               'simple |', '|---|---|---|']
-    for what, key in (('step time / sum of the nets alone', 'step_ratio'),
-                      ('CUDA peak / full net alone', 'cuda_peak_ratio'),
-                      ('saved activations / full net alone',
-                       'saved_activations_ratio')):
-        eff, simple = (s.get(f'{key}_{mode}')
+    suffixes = [''] + (['_compiled'] if res['compile'] else [])
+    for suffix in suffixes:
+        tag = ' (compiled)' if suffix else ''
+        for what, key in (('step time / sum of the nets alone',
+                           'step_ratio'),
+                          ('CUDA peak / full net alone', 'cuda_peak_ratio'),
+                          ('saved activations / full net alone',
+                           'saved_activations_ratio')):
+            eff, simple = (s.get(f'{key}_{mode}{suffix}')
+                           for mode in ('memory_efficient', 'simple'))
+            lines.append(f"| {what}{tag} | {_num(eff, '.3f')} | "
+                         f"{_num(simple, '.3f')} |")
+    if res['compile']:
+        eff, simple = (s.get(f'compiled_vs_eager_{mode}')
                        for mode in ('memory_efficient', 'simple'))
-        lines.append(f"| {what} | {_num(eff, '.3f')} | "
+        lines.append(f"| compiled / eager step time | {_num(eff, '.3f')} | "
                      f"{_num(simple, '.3f')} |")
+        lines += ['', '| compiled model | warm-up s | graphs | graph breaks '
+                  '| recompiles |', '|---|---|---|---|---|']
+        for model, r in res['rows'].items():
+            if r.get('compiled'):
+                lines.append(f"| {model} | {_num(r['warmup_s'])} | "
+                             f"{r['graphs']} | {r['graph_breaks']} | "
+                             f"{r['recompiles']} |")
     return lines + ['']
 
 
