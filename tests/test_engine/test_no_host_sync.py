@@ -408,6 +408,25 @@ def _fused_wrapper(model, defer=True, **kwargs):
     return wrapper
 
 
+def _nan_first_then_finite(model, wrapper, reference, ref_wrapper,
+                           after_nan=None):
+    """A non-finite step 0 on ``model`` (deferred, skipped), then steps 1-3
+    on both models: ``model`` ends exactly as ``reference``, which never saw
+    step 0. ``after_nan()`` must hold right after step 0."""
+    model.bad = True
+    model.train_step(_data(0), wrapper)
+    if after_nan is not None:
+        assert after_nan()
+    model.bad = False
+    for seed in range(1, 4):
+        model.train_step(_data(seed), wrapper)
+        reference.train_step(_data(seed), ref_wrapper)
+    wrapper.report_nonfinite()
+    assert wrapper.num_skipped == 1
+    torch.testing.assert_close(model.state_dict(), reference.state_dict(),
+                               rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('optimizer', ['sgd', 'sgd_nesterov', 'adamw'])
 def test_nan_at_the_first_fused_step(optimizer):
     """A skipped first step must not leave uninitialised momentum buffers:
@@ -427,16 +446,7 @@ def test_nan_at_the_first_fused_step(optimizer):
             opt.param_groups[0]['nesterov'] = True
     state_key = 'exp_avg' if optimizer == 'adamw' else 'momentum_buffer'
     assert wrapper.can_defer and not ref_wrapper.can_defer
-    model.bad = True
-    model.train_step(_data(0), wrapper)
-    model.bad = False
-    for seed in range(1, 4):
-        model.train_step(_data(seed), wrapper)
-        reference.train_step(_data(seed), ref_wrapper)
-    wrapper.report_nonfinite()
-    assert wrapper.num_skipped == 1
-    torch.testing.assert_close(model.state_dict(), reference.state_dict(),
-                               rtol=0, atol=0)
+    _nan_first_then_finite(model, wrapper, reference, ref_wrapper)
     for p, q in zip(model.parameters(), reference.parameters()):
         for key in ('step', state_key):
             if key in ref_wrapper.optimizer.state[q]:
@@ -453,18 +463,11 @@ def test_dampening_first_step_is_checked_on_the_host():
         _fused_wrapper(reference, defer=False)
     for opt in (wrapper.optimizer, ref_wrapper.optimizer):
         opt.param_groups[0]['dampening'] = 0.5
-    model.bad = True
-    model.train_step(_data(0), wrapper)
-    assert wrapper.optimizer.state == {} or all(
-        'momentum_buffer' not in s for s in wrapper.optimizer.state.values())
-    model.bad = False
-    for seed in range(1, 4):
-        model.train_step(_data(seed), wrapper)
-        reference.train_step(_data(seed), ref_wrapper)
-    wrapper.report_nonfinite()
-    assert wrapper.num_skipped == 1
-    torch.testing.assert_close(model.state_dict(), reference.state_dict(),
-                               rtol=0, atol=0)
+    _nan_first_then_finite(
+        model, wrapper, reference, ref_wrapper,
+        after_nan=lambda: wrapper.optimizer.state == {} or all(
+            'momentum_buffer' not in s
+            for s in wrapper.optimizer.state.values()))
 
 
 def test_deferred_stop_leaves_the_model_before_the_nan():

@@ -224,13 +224,15 @@ class SafeOptimWrapper(OptimWrapper):
                 self.step()
             self.zero_grad(**zero_kwargs)
 
-    def _stop_or_count_skip(self, what: str) -> None:
-        """Raise (``'stop'``, or too many skips) or log and count a skip."""
+    def _stop_or_count_skip(self, what: str, stop_note: str = '') -> None:
+        """Raise (``'stop'``, or too many skips) or log and count a skip.
+        ``stop_note`` ends the ``'stop'`` message."""
         if self.on_nonfinite == 'stop':
             raise NonFiniteLossError(
                 f'Non-finite loss at {what}. Lower the learning rate, clip '
                 'gradients (optim_wrapper.clip_grad=dict(max_norm=...)) or '
-                "skip such iterations (optim_wrapper.on_nonfinite='skip')")
+                "skip such iterations (optim_wrapper.on_nonfinite='skip')"
+                + stop_note)
         self.num_skipped += 1
         self.skipped.append(what)
         self._restore_buffers()
@@ -425,12 +427,10 @@ class SafeOptimWrapper(OptimWrapper):
             return
         if self.on_nonfinite == 'stop':
             self._stop_flag = None
-            raise NonFiniteLossError(
-                f'Non-finite loss at {"; ".join(bad)}. Lower the learning '
-                'rate, clip gradients (optim_wrapper.clip_grad=dict('
-                'max_norm=...)) or skip such iterations (optim_wrapper.'
-                "on_nonfinite='skip'). (Checked without a host sync and "
-                'reported at the next log line: no optimizer step was '
-                'applied from that iteration on.)')
+            self._stop_or_count_skip(
+                '; '.join(bad),
+                stop_note='. (Checked without a host sync and reported at '
+                'the next log line: no optimizer step was applied from that '
+                'iteration on.)')
         for what in bad:
             self._stop_or_count_skip(what)

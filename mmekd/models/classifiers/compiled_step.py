@@ -113,13 +113,6 @@ class StepCompiler:
     def num_functions(self) -> int:
         return len(self._fns)
 
-    def reset(self) -> None:
-        """Forget the compiled functions (they compile again when used)."""
-        self._fns.clear()
-        self._codes.clear()
-        self._new.clear()
-        self._shape = None
-
     def __call__(self, kind: str, key, fn: Callable) -> Callable:
         k = (kind, key)
         if k not in self._fns:

@@ -24,7 +24,6 @@ computed also runs that net's head and losses (``Segment.finish``): with
 the default nets (the teacher first in every branch) a step is one graph
 per segment, no more.
 """
-from contextlib import nullcontext
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -310,20 +309,7 @@ class MemoryEfficientStep:
                 self._finish(student)
 
 
-def run_segments(model, plan: Plan, functions: Callable, inputs,
-                 target, backward) -> Dict[str, torch.Tensor]:
-    """:class:`MemoryEfficientStep` of ``plan`` on one batch."""
-    return MemoryEfficientStep(model, plan, functions, target,
-                               backward).run(inputs)
-
-
-def eager(kind, key, fn):
-    """The ``functions`` of an eager step: every function as it is."""
-    return fn
-
-
 __all__ = [
     'Segment', 'Plan', 'build_plan', 'segment_forward', 'finish_forward',
-    'simple_losses', 'MemoryEfficientStep', 'run_segments', 'eager',
-    'nullcontext'
+    'simple_losses', 'MemoryEfficientStep'
 ]
