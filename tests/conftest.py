@@ -60,3 +60,6 @@ def tiny_ddnn_cfg() -> dict:
         neck=dict(type='GlobalAveragePooling'),
         head=dict(
             type='mmekd.MultiNetClsHead', num_classes=3, in_channels=32))
+
+# ``@pytest.mark.isolated``: the test runs in a child interpreter.
+pytest_plugins = ['isolation']

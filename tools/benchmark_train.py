@@ -21,6 +21,11 @@ ratio DDNN / full net alone, and achieved TFLOP/s (FLOPs from
 ``mmengine.analysis``; training = 3 x forward) as a share of the GPU's bf16
 dense peak.
 
+It times steps, it does not train: the optimizer runs with learning rate 0
+(the same kernels, weights kept at their initialisation), so a narrow proxy
+cannot diverge, and a non-finite loss skips its step instead of stopping the
+run; a model with any non-finite loss is reported as diverged.
+
 Example::
 
     python tools/benchmark_train.py configs/ddnn_r34_cifar100.py --amp \\
@@ -43,12 +48,14 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper, build_optim_wrapper
-from mmengine.registry import init_default_scope
+from mmengine.registry import OPTIM_WRAPPERS, init_default_scope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import mmekd.models  # noqa: F401
 from mmekd.apis import plain_model_cfg
+from mmekd.engine.optim import SafeOptimWrapper
+from mmekd.utils.onednn_fence import refuse_channels_last
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name part.
 BF16_PEAK_TFLOPS = OrderedDict([
@@ -316,7 +323,14 @@ class CPUAutocastOptimWrapper(OptimWrapper):
 
 
 def make_optim_wrapper(model: nn.Module, cfg: Config, args) -> OptimWrapper:
+    """The config's optim wrapper at learning rate 0 (the benchmark times
+    steps; see the module docstring), skipping non-finite steps without a
+    limit where it is an :class:`mmekd.SafeOptimWrapper`."""
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
+    wrapper_cfg.optimizer['lr'] = 0.0
+    if OPTIM_WRAPPERS.get(wrapper_cfg.get('type', 'OptimWrapper')) is \
+            SafeOptimWrapper:
+        wrapper_cfg.update(on_nonfinite='skip', max_skipped=None)
     if args.amp:
         if args.device.startswith('cuda'):
             wrapper_cfg.update(
@@ -401,9 +415,21 @@ class Entry:
         self.warmup_s: Optional[float] = None
         self.compile = dict(graphs=0, graph_breaks=0, recompiles=0)
         self.compiler = getattr(model, '_compiler', None)
+        self.steps = 0
+        self._nonfinite = None  # on the device: no sync per step
 
     def step(self, data):
-        return self.model.train_step(data, self.wrapper)
+        log_vars = self.model.train_step(data, self.wrapper)
+        bad = (~torch.isfinite(log_vars['loss'].detach())).sum()
+        self._nonfinite = bad if self._nonfinite is None else \
+            self._nonfinite + bad
+        self.steps += 1
+        self.last_loss = log_vars['loss'].detach()
+        return log_vars
+
+    @property
+    def nonfinite_steps(self) -> int:
+        return 0 if self._nonfinite is None else int(self._nonfinite)
 
 
 def _counts():
@@ -430,8 +456,9 @@ def compile_alone(model: nn.Module, args):
             dict(backend=args.compile_backend, mode=args.compile_mode)))
     forward = model.extract_feat
 
-    def extract_feat(*a, **kw):
-        return compiler('alone', 0, forward)(*a, **kw)
+    def extract_feat(inputs, *a, **kw):
+        compiler.check_input(inputs, model)
+        return compiler('alone', 0, forward)(inputs, *a, **kw)
 
     model.extract_feat = extract_feat
     return compiler
@@ -474,6 +501,8 @@ def run_benchmark(args) -> dict:
         model = MODELS.build(dict(model_cfg, **extra))
         model.init_weights()
         if args.channels_last:
+            # The DDNN refuses in its train_step; a net alone here.
+            refuse_channels_last(model, device, '--channels-last')
             model.to(memory_format=torch.channels_last)
         return model.to(device).train()
 
@@ -586,6 +615,9 @@ def run_benchmark(args) -> dict:
             cuda_peak_mb=e.cuda_peak / 2**20 if e.cuda_peak else None,
             compiled=e.compiled,
             warmup_s=e.warmup_s,
+            nonfinite_steps=e.nonfinite_steps,
+            last_loss=float(e.last_loss),
+            total_steps=e.steps,
             **e.compile)
     summary = OrderedDict()
     for suffix in [''] + ([' compiled'] if args.compile else []):
@@ -611,6 +643,12 @@ def run_benchmark(args) -> dict:
                 eager = rows[f'ddnn[{mode}]']
                 summary[f'compiled_vs_eager_{mode}'] = (
                     r['step_ms'] / eager['step_ms'])
+                # Same weights (learning rate 0), same batch: same loss.
+                summary[f'compiled_loss_rel_diff_{mode}'] = (
+                    abs(r['last_loss'] - eager['last_loss']) /
+                    max(abs(eager['last_loss']), 1e-12))
+    summary['diverged'] = ', '.join(
+        n for n, r in rows.items() if r['nonfinite_steps']) or 'none'
     default = default_step_mode()
     if args.compile and default in modes:
         summary['default_mode'] = default
@@ -661,6 +699,11 @@ def print_results(res: dict) -> None:
           'allocated during the step + parameters, optimizer state; live '
           'MB: the same for CPU tensors, over 3 steps with the cyclic GC '
           'off; n/a where not measured)')
+    for name, r in res['rows'].items():
+        if r['nonfinite_steps']:
+            print(f"{name}: DIVERGED, non-finite loss in "
+                  f"{r['nonfinite_steps']} of {r['total_steps']} steps "
+                  '(skipped: its time is not a training step\'s)')
     compiled = [(n, r) for n, r in res['rows'].items() if r['compiled']]
     if compiled:
         print(f"{'compiled model':<34}{'warm-up s':>10}{'graphs':>8}"
@@ -673,7 +716,8 @@ def print_results(res: dict) -> None:
               f"{res['repeats']} x {res['steps']} timed steps and the "
               'memory measurements)')
     for key, v in res['summary'].items():
-        print(f'{key}: {v if isinstance(v, str) else _fmt(v, ".3f")}')
+        spec = '.2e' if 'loss' in key else '.3f'
+        print(f'{key}: {v if isinstance(v, str) else _fmt(v, spec)}')
 
 
 def main(argv=None):

@@ -16,6 +16,11 @@ partial batch compiles once more; use ``drop_last=True``). Each gets a code
 object of its own: dynamo keeps one cache per code object, so the segments
 of a step are first compilations each, never recompilations of one another,
 and dynamo's recompile limit does not apply across them.
+
+On the CPU with oneDNN, a model with strided 1x1 convolutions narrower than
+oneDNN's channel block is compiled with inductor's layout optimisation off
+(:mod:`mmekd.utils.onednn_fence`): its channels-last convolutions would
+reach a oneDNN kernel that writes past its buffer.
 """
 import time
 import types
@@ -23,6 +28,9 @@ import warnings
 from typing import Callable, Dict, Optional
 
 import torch
+import torch.nn as nn
+
+from mmekd.utils.onednn_fence import describe, onednn_hazards
 
 # What ``compile_step`` may hold, with the defaults.
 COMPILE_STEP_DEFAULTS = dict(
@@ -81,6 +89,8 @@ class StepCompiler:
     Call it as the ``functions`` of :class:`.MemoryEfficientStep`:
     ``compiler(kind, key, fn)`` returns the compiled ``fn`` for that
     ``(kind, key)`` (e.g. ``('segment', 3)``), compiling it the first time.
+    :meth:`check_input` comes first in every step: it sees the batch and the
+    model, and decides how the graphs are lowered on that device.
 
     Args:
         cfg (dict): The settings :func:`parse_compile_step` returns.
@@ -97,6 +107,7 @@ class StepCompiler:
         self._new = set()  # compiled, not run yet: the first call compiles
         self._shape = None  # the batch shape the graphs were compiled for
         self._warned = set()
+        self._hazards = None  # oneDNN fence, decided by the first batch
         self.compile_seconds = 0.0
 
     def __deepcopy__(self, memo):
@@ -114,6 +125,9 @@ class StepCompiler:
         return len(self._fns)
 
     def __call__(self, kind: str, key, fn: Callable) -> Callable:
+        if self._hazards is None:
+            raise RuntimeError('StepCompiler.check_input(inputs, model) must '
+                               'see the batch before a function compiles')
         k = (kind, key)
         if k not in self._fns:
             fn = own_code(fn, f'{fn.__name__}_{kind}_{len(self._fns)}')
@@ -121,21 +135,46 @@ class StepCompiler:
             self._fns[k] = torch.compile(
                 fn,
                 backend=self.cfg['backend'],
-                mode=self.cfg['mode'],
-                options=self.cfg['options'],
                 fullgraph=True,
-                dynamic=False)
+                dynamic=False,
+                **self.lowering())
             self._new.add(k)
         if k in self._new:
             return self._timed(k)
         return self._fns[k]
 
-    def check_input(self, inputs: torch.Tensor) -> None:
+    def lowering(self) -> dict:
+        """``mode`` and ``options`` of ``torch.compile``: the configured
+        ones, with inductor's layout optimisation off where the model has
+        convolutions the oneDNN fence names (the mode's options are then
+        spelled out: torch.compile takes a mode or options)."""
+        mode, options = self.cfg['mode'], self.cfg['options']
+        if not self._hazards or self.cfg['backend'] != 'inductor':
+            return dict(mode=mode, options=options)
+        from torch._inductor import list_mode_options
+        options = dict(list_mode_options(mode) if mode else {},
+                       **(options or {}))
+        for key in ('layout_optimization', 'force_layout_optimization'):
+            if options.get(key):
+                raise ValueError(
+                    f'compile_step.options {key}=True would make '
+                    f'{describe(self._hazards)} channels-last on the CPU, '
+                    "where oneDNN's kernel writes past its buffer (see "
+                    'mmekd/utils/onednn_fence.py); leave it unset')
+        options['layout_optimization'] = False
+        return dict(mode=None, options=options)
+
+    def check_input(self, inputs: torch.Tensor, model: nn.Module) -> None:
         """Refuse what the compiled graphs cannot hold: CUDA graphs
         (``mode='reduce-overhead'``) off a CUDA device, and a batch whose
         shape differs from the first one's (``dynamic=False``: a last
         partial batch or a varying input size). With another mode a new
-        shape compiles the graphs once more, with a warning."""
+        shape compiles the graphs once more, with a warning. The first
+        batch also decides the oneDNN fence from ``model``'s convolutions
+        on the batch's device (see :meth:`lowering`)."""
+        if self._hazards is None:
+            self._hazards = onednn_hazards(model, inputs.device)
+            self.lowering()  # a conflicting option fails here, not later
         if self.cfg['mode'] == 'reduce-overhead' and \
                 inputs.device.type != 'cuda':
             raise ValueError(

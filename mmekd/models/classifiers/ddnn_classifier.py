@@ -15,6 +15,7 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
+from mmekd.utils.onednn_fence import refuse_channels_last
 from ..backbones import DepthDynamicResNet
 from ..utils import FULL_NET, check_net_name
 from .compiled_step import StepCompiler, parse_compile_step
@@ -212,6 +213,7 @@ class DDNNClassifier(ImageClassifier):
         self._compiler = (StepCompiler(self.compile_step)
                           if self.compile_step else None)
         self._plans = {}  # trained nets -> memory-efficient step's segments
+        self._fenced_on = None  # the device the oneDNN fence last passed
 
     TRAIN_STEP_MODES = ('memory_efficient', 'simple')
     TRAIN_NETS = ('all', 'sandwich', 'sandwich_random')
@@ -454,6 +456,7 @@ class DDNNClassifier(ImageClassifier):
         as one iteration of ``accumulative_counts``, and the returned
         ``log_vars`` are :meth:`parse_losses` of all loss terms.
         """
+        self._fence_channels_last(torch.compiler.is_compiling())
         if self.train_step_mode == 'simple':
             return super().train_step(data, optim_wrapper)
         log_vars = self.backward_step(data, optim_wrapper)
@@ -543,7 +546,23 @@ class DDNNClassifier(ImageClassifier):
 
     def _check_compiled_input(self, inputs: torch.Tensor) -> None:
         if self._compiler is not None and self.training:
-            self._compiler.check_input(inputs)
+            self._compiler.check_input(inputs, self)
+
+    @torch.compiler.disable
+    def _fence_channels_last(self, compiled_whole: bool) -> None:
+        """Refuse training that would run channels-last convolutions into
+        oneDNN's overflowing kernel (:mod:`mmekd.utils.onednn_fence`):
+        ``channels_last=True``, or this step compiled as a whole
+        (``compiled_whole``: MMEngine's ``compile``, whose layout mmekd
+        does not control). ``compile_step`` is fenced by its compiler."""
+        device = next(self.parameters()).device
+        if device == self._fenced_on:
+            return
+        if self.channels_last:
+            refuse_channels_last(self, device, 'channels_last=True')
+        if compiled_whole:
+            refuse_channels_last(self, device, "MMEngine's compile=True")
+        self._fenced_on = device
 
     def _step_functions(self, kind: str, key, fn: Callable) -> Callable:
         """The step's functions of tensors: compiled (``compile_step``, in

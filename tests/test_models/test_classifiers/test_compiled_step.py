@@ -16,6 +16,10 @@ from mmekd.models.classifiers.compiled_step import (dynamo_counts,
 from mmekd.models.classifiers.memory_efficient_step import build_plan
 from mmekd.registry import MODELS
 
+# Compiled code can crash the interpreter: each module of compile tests runs
+# in a child (tests/isolation.py).
+pytestmark = pytest.mark.isolated
+
 
 def _cfg(mode, sub=((1, 1, 1, 1), (2, 1, 1, 1)), stage_blocks=(2, 1, 1, 2),
          **kwargs):
@@ -249,8 +253,9 @@ def test_a_new_batch_shape_is_refused_with_cuda_graphs():
         return SimpleNamespace(device=SimpleNamespace(type='cuda'),
                                shape=(n, 3, 8, 8))
 
-    compiler.check_input(batch(4))
-    compiler.check_input(batch(4))
+    model = torch.nn.Linear(1, 1)
+    compiler.check_input(batch(4), model)
+    compiler.check_input(batch(4), model)
     with pytest.raises(ValueError, match=r'got \(3, 3, 8, 8\).*CUDA graphs '
                        'hold one shape'):
-        compiler.check_input(batch(3))
+        compiler.check_input(batch(3), model)

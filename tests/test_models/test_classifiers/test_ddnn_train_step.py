@@ -191,22 +191,35 @@ def test_autocast_step_runs_close_to_simple():
 
     model = _model().float()
     out = {}
-    for mode in ('simple', 'memory_efficient'):
+    for mode in ('simple', 'memory_efficient', 'float64'):
         m = copy.deepcopy(model)
-        m.train_step_mode = mode
-        wrapper = AutocastWrapper(torch.optim.SGD(m.parameters(), lr=0.1))
+        m.train_step_mode = 'simple' if mode == 'float64' else mode
+        if mode == 'float64':  # the exact gradient, no autocast
+            m.double()
+        wrapper = (RecordingWrapper if mode == 'float64' else
+                   AutocastWrapper)(torch.optim.SGD(m.parameters(), lr=0.1))
         out[mode] = (m.train_step(_data(), wrapper), wrapper.grads[0])
     (log_a, g_a), (log_b, g_b) = out['simple'], out['memory_efficient']
+    g_exact = out['float64'][1]
     # Same forward ops in the same order: same losses.
     for k in log_a:
         torch.testing.assert_close(log_a[k], log_b[k], rtol=1e-5, atol=1e-5)
-    # bf16 gradients summed in another order: ~1% apart (they are ~100%
-    # away from the fp32 ones on this tiny random net).
-    assert set(g_a) == set(g_b)
+    # bf16 gradients summed in another order differ by a few % on this
+    # tiny random net (up to 5 % on AVX2, whose CPUs have no bf16
+    # convolution in oneDNN), while bf16 itself puts both 50-100 % away
+    # from the exact gradient: the two steps must agree to a tenth of
+    # bf16's own error, or to bf16's unit roundoff (2^-8) where that error
+    # is small (the fc bias).
+    assert set(g_a) == set(g_b) == set(g_exact)
+
+    def rel(x, y):
+        return float((x - y).norm() / y.norm().clamp_min(1e-12))
+
     for k in g_a:
         assert g_a[k].dtype == torch.float32
-        diff = (g_a[k] - g_b[k]).norm() / g_a[k].norm().clamp_min(1e-12)
-        assert diff < 0.05, (k, float(diff))
+        bf16_error = rel(g_a[k].double(), g_exact[k])
+        assert rel(g_b[k], g_a[k]) < max(0.1 * bf16_error, 2**-8), (
+            k, rel(g_b[k], g_a[k]), bf16_error)
 
 
 def test_memory_efficient_keeps_fewer_activations():
