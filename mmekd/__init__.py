@@ -1,15 +1,23 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """mmekd: depth-level dynamic networks with Embedded Knowledge Distillation
-and Knowledge Evolution for MMPretrain."""
-from . import _import_warnings  # noqa: F401  (before mmpretrain/mmcv)
+and Knowledge Evolution for MMPretrain.
 
-import mmengine  # noqa: I001
-import mmpretrain
-from mmengine.utils import digit_version
+``import mmekd`` applies the changes listed in :mod:`mmekd.patches` (safe
+checkpoint loading, ``mmpretrain::`` config bases, ...); the components
+register when a config names them (``type='mmekd.<Name>'``) or when their
+package is imported. ``mmekd.apis`` loads when first used.
+"""
+import importlib
 
-from .utils import (register_dynamo_safe_version_checks,
-                    register_package_lookup, register_safe_checkpoint_loader)
-from .version import __version__, version_info
+from . import patches
+
+patches.install()  # before MMPretrain and mmcv are imported
+
+import mmengine  # noqa: E402
+import mmpretrain  # noqa: E402
+from mmengine.utils import digit_version  # noqa: E402
+
+from .version import __version__, version_info  # noqa: E402
 
 _mmengine_version = digit_version(mmengine.__version__)
 assert digit_version('0.10.0') <= _mmengine_version < digit_version('1.0.0'), (
@@ -20,17 +28,11 @@ assert digit_version('1.2.0') <= _mmpretrain_version < digit_version(
     '1.3.0'), (f'mmpretrain=={mmpretrain.__version__} is incompatible with '
                'mmekd; install mmpretrain>=1.2.0,<1.3.0')
 
-# setuptools >= 82 has no pkg_resources: let mmengine 0.10 resolve
-# ``_base_ = ['mmpretrain::...']`` through importlib.
-register_package_lookup()
-# torch >= 2.6 + mmengine 0.10: load mmengine checkpoints safely.
-register_safe_checkpoint_loader()
-# torch.compile (torch 2.11 + packaging >= 26): keep Dynamo out of mmengine's
-# ``digit_version`` calls in autocast / AmpOptimWrapper / model forward.
-register_dynamo_safe_version_checks()
-
-# Last: the APIs build mmekd models, so the checks above come first. Makes
-# ``import mmekd; mmekd.apis.register_model_zoo()`` work.
-from . import apis  # noqa: E402
-
 __all__ = ['__version__', 'version_info', 'apis']
+
+
+def __getattr__(name: str):
+    """``mmekd.apis`` (the deployment layer) is imported on first use."""
+    if name == 'apis':
+        return importlib.import_module('mmekd.apis')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

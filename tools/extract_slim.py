@@ -27,10 +27,10 @@ from mmengine.registry import init_default_scope
 from mmekd.apis import (ExportError, export_onnx, export_subnet,
                         exported_checkpoint, exported_config, input_size,
                         verify_onnx)
-from mmekd.apis.costs import quiet_flop_counter
+from mmekd.utils.flops import quiet_flop_counter
 from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
-from mmekd.models.utils import check_split_rate, extract_slim
-from mmekd.models.utils.slim_extraction import is_ddnn
+from mmekd.models.ke import check_split_rate, extract_slim
+from mmekd.vocabulary import is_ddnn
 from mmekd.registry import MODELS
 from mmekd.utils import NonFiniteStateError, check_finite, safe_load
 

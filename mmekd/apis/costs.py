@@ -1,15 +1,15 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Parameters and FLOPs of every net of a DDNN model, counted on the exported
 single-net models (what is deployed)."""
-import contextlib
-import copy
 from typing import Dict, List, Optional, Tuple
 
 import torch.nn as nn
 from mmengine.config import Config
 
-from .export import (build_model, export_subnet, load_config, net_arch_name,
-                     standard_depth)
+from mmekd.models.plain_net import (build_plain, net_arch_name, plain_net,
+                                    standard_depth)
+from mmekd.utils.flops import complexity
+from .export import build_model, load_config
 
 
 def input_size(cfg: Config) -> Tuple[int, int]:
@@ -37,38 +37,6 @@ def input_size(cfg: Config) -> Tuple[int, int]:
     return (32, 32) if 'CIFAR' in backbone else (224, 224)
 
 
-def complexity(model: nn.Module, shape: Tuple[int, int, int]) -> Dict:
-    """FLOPs of ``extract_feat`` (backbone + neck, MMPretrain's convention
-    in ``tools/analysis_tools/get_flops.py`` and its metafiles) and
-    parameters of the whole classifier, for one image of ``shape``."""
-    from mmengine.analysis import get_model_complexity_info
-    model = copy.deepcopy(model).eval()
-    model.forward = model.extract_feat
-    # The head is not called by extract_feat: expected, not worth a warning.
-    with quiet_flop_counter():
-        info = get_model_complexity_info(
-            model, shape, show_table=False, show_arch=False)
-    return dict(flops=int(info['flops']), params=int(info['params']))
-
-
-@contextlib.contextmanager
-def quiet_flop_counter():
-    """Keep the warnings of MMEngine's FLOP counter off the current logger:
-    it lists every op it does not count (``aten::add_`` of the residual
-    additions, which its convention does not count as FLOPs) and every
-    module not called, on each count."""
-    import logging
-
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def net_costs(config,
               model: Optional[nn.Module] = None,
               shape: Optional[Tuple[int, int]] = None) -> List[Dict]:
@@ -83,16 +51,13 @@ def net_costs(config,
         shape (tuple[int, int], optional): ``(H, W)``; default from
             :func:`input_size`.
     """
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
     cfg = load_config(config)
     model = model if model is not None else build_model(cfg)
     hw = tuple(shape) if shape else input_size(cfg)
     rows = []
     for net in model.backbone.net_names:
-        plain_cfg, _ = export_subnet(model, net, cfg)
-        with DefaultScope.overwrite_default_scope('mmpretrain'):
-            plain = MODELS.build(plain_cfg)
+        plain_cfg, _ = plain_net(model, net, cfg)
+        plain = build_plain(plain_cfg)
         blocks = model.backbone.blocks_per_stage(net)
         rows.append(
             dict(

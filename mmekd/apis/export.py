@@ -1,268 +1,85 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-"""Export one net of a DDNN model as a plain, single-net classifier.
+"""Export one net of a DDNN model to files: a standalone config, a
+published-style checkpoint and, where needed, its data as image folders.
 
-A net whose blocks per stage are those of a standard ResNet becomes
-MMPretrain's own ``ResNet`` / ``ResNet_CIFAR`` (loadable without mmekd);
-any other net becomes an :class:`mmekd.DepthDynamicResNet` in single-net mode
-(``stage_blocks=...``, no sub-nets). Block indices are renumbered to
-``0..k-1`` and private BatchNorm / classifier copies of the net are taken.
+What the net is as a plain classifier (config and weights) is
+:mod:`mmekd.models.plain_net`'s; this module adds configs, files and
+checkpoints.
 """
 import copy
-import inspect
+import os
+import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import mmengine
+import mmpretrain
 import torch
 import torch.nn as nn
-from mmengine.config import Config, ConfigDict
-from mmengine.model import is_model_wrapper
-from mmpretrain.models import ImageClassifier, ResNet
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import CheckpointLoader
+from mmpretrain.models import ResNet
+from mmpretrain.registry import MODELS
 
-from mmekd.apis.channel_order import (describe_channel_order,
-                                      model_channel_order,
-                                      set_file_channel_order,
-                                      to_file_channel_order)
-from mmekd.models.backbones import (DepthDynamicResNet,
-                                    DepthDynamicResNetCIFAR,
-                                    dynamic_only_args)
-from mmekd.models.backbones.per_net_norm import (PER_NET_NORMS,
-                                                 private_net_of_key)
-from mmekd.models.utils import FULL_NET, UnknownNetError, check_net_name
+from mmekd.models.backbones import NetTree
+from mmekd.models.plain_net import (ExportError, check_exportable, check_net,
+                                    net_arch_name, net_depth, plain_model_cfg,
+                                    plain_net, standard_depth)
+from mmekd.models.utils import recalibrate_bn as recalibrate_net_bn
 from mmekd.utils.checkpoint_keys import compare_state_dict, warn_shared_stats
 from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
-
+from mmekd.version import __version__ as mmekd_version
+from mmekd.vocabulary import FULL_NET, private_net_of_key, unwrap_model
+from .channel_order import (describe_channel_order, model_channel_order,
+                            set_file_channel_order, to_file_channel_order)
 from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
                            stock_dataloaders, stock_training_machinery,
                            write_image_folder)
 
-# Arguments of our backbone / head that a plain single-net model lacks.
-_DYNAMIC_BACKBONE_KEYS = ('type', 'init_cfg', *dynamic_only_args())
-_MULTI_NET_HEAD_KEYS = ('type', 'net_names', 'private_fc', 'init_cfg')
-# Arguments of DDNNClassifier carried over to the plain ImageClassifier:
-# those it takes (asked from its signature, so a new DDNN-only field such as
-# a loss lever is dropped) except the parts rebuilt here.
-_CARRIED_KEYS = tuple(
-    k for k in inspect.signature(ImageClassifier.__init__).parameters
-    if k not in ('self', 'backbone', 'neck', 'head', 'init_cfg'))
-_LAYER_KEY = re.compile(r'^backbone\.(layer\d+)\.(\d+)\.(.+)$')
-
-
-class ExportError(ValueError):
-    """The requested net cannot be exported from this model / checkpoint."""
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if is_model_wrapper(model) else model
-
-
-def _check_exportable(model: nn.Module) -> None:
-    backbone = getattr(model, 'backbone', None)
-    if not isinstance(backbone, DepthDynamicResNet) or not hasattr(
-            model, 'forward_nets'):
-        raise ExportError(
-            'export needs an mmekd.DDNNClassifier with an '
-            'mmekd.DepthDynamicResNet(CIFAR) backbone, got '
-            f'{type(model).__name__} with '
-            f'{type(backbone).__name__ if backbone is not None else "none"}')
-    if not hasattr(model.head, 'classifier'):
-        raise ExportError('export needs an mmekd.MultiNetClsHead head, got '
-                          f'{type(model.head).__name__}')
-
-
-def check_net(model: nn.Module, net: str) -> str:
-    """Return ``net`` if ``model`` has it, else raise :class:`ExportError`
-    naming the nets it has."""
-    try:
-        return check_net_name(net, _unwrap(model).backbone.net_names)
-    except UnknownNetError as e:
-        raise ExportError(str(e)) from None
-
-
-def standard_depth(block: type, blocks_per_stage: Sequence[int]
-                   ) -> Optional[int]:
-    """The MMPretrain ResNet depth with this block type and these blocks per
-    stage (e.g. BasicBlock, ``[2, 2, 2, 2]`` -> 18), or None."""
-    for depth, (arch_block, arch_blocks) in ResNet.arch_settings.items():
-        if arch_block is block and tuple(arch_blocks) == tuple(
-                blocks_per_stage):
-            return depth
-    return None
-
-
-def net_depth(block: type, blocks_per_stage: Sequence[int]) -> int:
-    """Layer count of a ResNet (convolutions on the main path + stem + fc):
-    ``2`` per BasicBlock, ``3`` per Bottleneck, plus 2."""
-    from mmpretrain.models.backbones.resnet import Bottleneck
-    per_block = 3 if issubclass(block, Bottleneck) else 2
-    return per_block * sum(blocks_per_stage) + 2
-
-
-def net_arch_name(model: nn.Module, net: str) -> str:
-    """Short name of a net's architecture, e.g. ``'resnet18'`` (or
-    ``'resnet10'`` for BasicBlock ``[1, 1, 1, 1]``)."""
-    backbone = _unwrap(model).backbone
-    return 'resnet%d' % net_depth(backbone.block,
-                                  backbone.blocks_per_stage(net))
-
-
-def _model_cfg_dict(model_cfg) -> dict:
-    if isinstance(model_cfg, Config):
-        # A whole config: its top-level data_preprocessor is the model's
-        # unless the model has its own (as Runner and get_model do).
-        cfg = model_cfg
-        model_cfg = copy.deepcopy(cfg.model)
-        if model_cfg.get('data_preprocessor') is None and cfg.get(
-                'data_preprocessor') is not None:
-            model_cfg['data_preprocessor'] = cfg.data_preprocessor
-    if isinstance(model_cfg, ConfigDict):
-        model_cfg = model_cfg.to_dict()
-    return copy.deepcopy(dict(model_cfg))
-
-
-def plain_model_cfg(model: nn.Module, net: str, model_cfg: dict) -> dict:
-    """The config of a single-net classifier equivalent to ``net``.
-
-    Args:
-        model (nn.Module): The DDNN classifier (built from ``model_cfg``).
-        net (str): ``'full'``, ``'sub0'``, ...
-        model_cfg (dict | Config): The ``model`` field of its config, or the
-            whole config (then a top-level ``data_preprocessor`` is included).
-
-    Returns:
-        dict: An ``ImageClassifier`` config with a ``ResNet`` /
-        ``ResNet_CIFAR`` backbone when the net is a standard depth, else an
-        ``mmekd.DepthDynamicResNet(CIFAR)`` single-net backbone.
-    """
-    model = _unwrap(model)
-    _check_exportable(model)
-    check_net(model, net)
-    src = _model_cfg_dict(model_cfg)
-    backbone = model.backbone
-    blocks = backbone.blocks_per_stage(net)
-    cifar = isinstance(backbone, DepthDynamicResNetCIFAR)
-
-    bb_cfg = {
-        k: v
-        for k, v in src['backbone'].items() if k not in _DYNAMIC_BACKBONE_KEYS
-    }
-    bb_cfg.pop('depth', None)
-    depth = standard_depth(backbone.block, blocks)
-    if depth is not None:
-        bb_cfg = dict(
-            type='ResNet_CIFAR' if cifar else 'ResNet', depth=depth, **bb_cfg)
-    else:
-        bb_cfg = dict(
-            type=('mmekd.DepthDynamicResNetCIFAR'
-                  if cifar else 'mmekd.DepthDynamicResNet'),
-            depth=backbone.depth,
-            stage_blocks=list(blocks),
-            **bb_cfg)
-    # The classifier reads the last stage only; the other outputs fed
-    # attention distillation during training.
-    bb_cfg['out_indices'] = (backbone.num_stages - 1, )
-
-    head_cfg = {
-        k: v
-        for k, v in src['head'].items() if k not in _MULTI_NET_HEAD_KEYS
-    }
-    head_cfg = dict(type='LinearClsHead', **head_cfg)
-
-    cfg = dict(type='ImageClassifier', backbone=bb_cfg)
-    if src.get('neck') is not None:
-        cfg['neck'] = src['neck']
-    cfg['head'] = head_cfg
-    for key, value in src.items():
-        if key in _CARRIED_KEYS:
-            cfg[key] = value  # data_preprocessor, train_cfg
-    return cfg
-
-
-def _source_key(model: nn.Module, net: str, key: str) -> str:
-    """Key in the DDNN state dict of the plain model's parameter ``key``."""
-    blocks = model.backbone.net_blocks[net]
-    m = _LAYER_KEY.match(key)
-    if m:
-        stage = model.backbone.res_layers.index(m.group(1))
-        idx = int(m.group(2))
-        key = (f'backbone.{m.group(1)}.{blocks[stage][idx]}.'
-               f'{m.group(3)}')
-    module_name, _, tensor_name = key.rpartition('.')
-    if net == FULL_NET:
-        return key
-    module = model.get_submodule(module_name)
-    if isinstance(module, PER_NET_NORMS):
-        return f'{module_name}.{module.state_key(net, tensor_name)}'
-    if module is model.head.fc:
-        return f'head.{model.head.state_key(net, tensor_name)}'
-    return key
+__all__ = [
+    'ExportError', 'check_net', 'net_arch_name', 'net_depth',
+    'plain_model_cfg', 'standard_depth', 'export_subnet', 'check_exact',
+    'load_config', 'build_model', 'read_checkpoint', 'trained_nets',
+    'load_ddnn_model', 'check_net_in_checkpoint', 'exported_config',
+    'exported_checkpoint', 'export_to_files'
+]
 
 
 def export_subnet(model: nn.Module, net: str,
-                  model_cfg: dict) -> Tuple[dict, Dict[str, torch.Tensor]]:
-    """Export ``net`` of a DDNN classifier as a plain single-net model.
-
-    Args:
-        model (nn.Module): A :class:`mmekd.DDNNClassifier` (weights loaded).
-        net (str): The net to export, ``'full'``, ``'sub0'``, ...
-        model_cfg (dict | Config): The ``model`` field of the config the
-            classifier was built from, or the whole config (then a top-level
-            ``data_preprocessor`` is included).
+                  model_cfg) -> Tuple[dict, Dict[str, torch.Tensor]]:
+    """:func:`mmekd.models.plain_net.plain_net` of ``net``, with the
+    channel order image files need: given the whole config, its ``to_rgb``
+    makes image files (read as BGR) reach the model in its training channel
+    order (:mod:`mmekd.apis.channel_order`).
 
     Returns:
-        tuple[dict, OrderedDict]: The plain model's config (see
-        :func:`plain_model_cfg`) and its state dict (tensors detached, on
-        the same device as ``model``). Loading the state dict into
-        ``MODELS.build(cfg)`` gives the same logits as
-        ``model.forward_nets(x, [net])``. Given the whole config, its
-        ``to_rgb`` makes image files (read as BGR) reach the model in its
-        training channel order (:mod:`mmekd.apis.channel_order`).
+        tuple[dict, OrderedDict]: The plain model's config and state dict.
     """
-    model = _unwrap(model)
-    cfg = plain_model_cfg(model, net, model_cfg)
+    cfg, state_dict = plain_net(model, net, model_cfg)
     set_file_channel_order(cfg, model_cfg)
-    from mmpretrain.registry import MODELS
-    from mmengine.registry import DefaultScope
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        # Weights are overwritten below; init is not run.
-        target = MODELS.build(copy.deepcopy(cfg))
-    source = model.state_dict()
-    state_dict = OrderedDict()
-    missing = []
-    for key, value in target.state_dict().items():
-        src_key = _source_key(model, net, key)
-        if src_key not in source:
-            missing.append(f'{key} <- {src_key}')
-            continue
-        if source[src_key].shape != value.shape:
-            raise ExportError(
-                f'shape of {src_key} {tuple(source[src_key].shape)} does not '
-                f'match {key} {tuple(value.shape)} of the plain model')
-        state_dict[key] = source[src_key].detach().clone()
-    if missing:
-        raise ExportError(
-            f'cannot export net {net!r}: the model lacks {len(missing)} '
-            'tensors of the plain model: ' + ', '.join(missing[:20]))
     return cfg, state_dict
 
 
-def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
-                     what: str = 'checkpoint') -> None:
+def check_exact(model: nn.Module, state_dict: Dict[str, torch.Tensor],
+                what: str = 'checkpoint') -> None:
     """Raise :class:`ExportError` listing missing, unexpected and mismatched
-    keys unless ``state_dict`` fits ``model`` exactly.
+    keys unless ``state_dict`` fits ``model`` exactly (the strict check of
+    export and test; loading checks with
+    :func:`mmekd.utils.check_loadable`, which allows extra keys).
 
     A DDNN model's :meth:`load_state_dict` fills private BatchNorm and
     classifier copies a checkpoint lacks from the full net's values (so plain
     ResNet weights load); the nets such a checkpoint does not contain are
     reported here as missing, so that exporting them cannot silently give the
     full net's values. Missing per-net BatchNorm statistics
-    (``private_norm='stats'``, a checkpoint trained with shared statistics)
+    (``norm_sharing='stats'``, a checkpoint trained with shared statistics)
     are logged: the nets keep the shared ones they were tested with.
     """
-    model = _unwrap(model)
-    # The comparison of every checkpoint check; export is strict about
-    # unexpected keys too (a checkpoint of another model).
+    model = unwrap_model(model)
     missing, shared_stats, unexpected, shapes = compare_state_dict(
         model, state_dict)
     mismatched = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in shapes]
@@ -302,8 +119,6 @@ def load_config(config) -> Config:
 def build_model(config) -> nn.Module:
     """Build ``config.model`` (data preprocessor from the config's top level
     if the model has none), in eval mode, on CPU, without loading weights."""
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
     cfg = load_config(config)
     model_cfg = cfg.model
     if model_cfg.get('data_preprocessor') is None and cfg.get(
@@ -322,9 +137,7 @@ def read_checkpoint(checkpoint: str) -> Tuple[dict, dict]:
         tuple[dict, dict]: Its state dict (``module.`` prefixes removed) and
         its ``meta`` (empty if none).
     """
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    import mmekd  # noqa: F401  (safe loader for local files)
+    # The safe loader (installed by ``import mmekd``) serves local files.
     ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
     if not isinstance(ckpt, dict):
         raise ExportError(f'{checkpoint} is not a checkpoint dict')
@@ -336,18 +149,30 @@ def read_checkpoint(checkpoint: str) -> Tuple[dict, dict]:
     return state_dict, dict(meta or {})
 
 
-def trained_nets(meta: dict, source: str = 'the checkpoint'
+# The ResNet backbones whose nets a stored config describes (by name, with
+# or without the mmekd scope).
+_RESNET_TYPES = {'ResNet': False, 'ResNet_CIFAR': False,
+                 'DepthDynamicResNet': True, 'DepthDynamicResNetCIFAR': True}
+
+
+def trained_nets(meta: dict, backbone: nn.Module,
+                 source: str = 'the checkpoint'
                  ) -> Optional[Dict[str, tuple]]:
     """``{net: block indices per stage}`` of the model a checkpoint was
-    trained as (read from the config MMEngine stores in ``meta['cfg']``), or
-    None when the checkpoint does not say.
+    trained as, read from the config MMEngine stores in ``meta['cfg']``,
+    or None when the checkpoint does not say (no config, or a backbone
+    other than a ResNet).
 
-    The stored config text is read as data (:func:`read_literal_config`),
-    never executed: a checkpoint is not trusted to run code.
+    The stored text is read as data (:func:`read_literal_config`), never
+    executed, and nothing it describes is built: the nets are computed from
+    its numbers (depth, blocks per stage, sub-nets), checked against
+    ``backbone`` (the depth-dynamic backbone built from the user's config),
+    whose sizes bound everything.
 
     Raises:
         ExportError: ``meta['cfg']`` is not a config of literal
-            assignments.
+            assignments, or its backbone is not ``backbone``'s
+            architecture.
     """
     text = meta.get('cfg')
     if not isinstance(text, str):
@@ -361,30 +186,35 @@ def trained_nets(meta: dict, source: str = 'the checkpoint'
             'MMEngine stores only literal assignments: this one was altered '
             'or comes from elsewhere. Do not use it, or remove its '
             "meta['cfg'] if you trust its weights.") from None
-    backbone_cfg = (cfg.get('model') or {}).get('backbone')
-    if not isinstance(backbone_cfg, dict):
+    stored = (cfg.get('model') or {}).get('backbone')
+    kind = stored.get('type') if isinstance(stored, dict) else None
+    kind = kind.split('.')[-1] if isinstance(kind, str) else None
+    if kind not in _RESNET_TYPES:
         return None
-    backbone_cfg = ConfigDict(backbone_cfg)
-    backbone_cfg.pop('init_cfg', None)
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        cls = MODELS.get(backbone_cfg.get('type')) if isinstance(
-            backbone_cfg.get('type'), str) else None
-        # Only ResNets are rebuilt from a checkpoint's config: their
-        # constructors take numbers and allocate layers, nothing else.
-        if not (isinstance(cls, type) and issubclass(cls, ResNet)):
-            return None
-        try:
-            backbone = MODELS.build(backbone_cfg)
-        except Exception:
-            return None
-    if hasattr(backbone, 'net_blocks'):
-        return dict(backbone.net_blocks)
-    if hasattr(backbone, 'stage_blocks'):  # a plain ResNet: one net
-        full = tuple(tuple(range(n)) for n in backbone.stage_blocks)
-        return {FULL_NET: full}
-    return None
+    depth = stored.get('depth')
+    stage_blocks = stored.get('stage_blocks') if _RESNET_TYPES[kind] \
+        else None
+    if stage_blocks is None and depth in ResNet.arch_settings:
+        stage_blocks = ResNet.arch_settings[depth][1]
+    if (not isinstance(stage_blocks, (list, tuple))
+            or tuple(stage_blocks) != tuple(backbone.stage_blocks)
+            or ResNet.arch_settings.get(depth, (None, ))[0]
+            is not backbone.block):
+        raise ExportError(
+            f'{source} was trained as a {kind} of depth {depth!r} with '
+            f'blocks per stage {stage_blocks!r}, but the config builds '
+            f'depth {backbone.depth} with {list(backbone.stage_blocks)}: '
+            'it is a checkpoint of another architecture')
+    if not _RESNET_TYPES[kind]:  # a plain ResNet: one net
+        return {FULL_NET: tuple(tuple(range(n)) for n in stage_blocks)}
+    subs = stored.get('sub_depths', stored.get('sub_stage_blocks', ()))
+    try:
+        tree = NetTree(backbone.stage_blocks, subs or (),
+                       stored.get('block_choice', 'first'))
+    except (TypeError, ValueError) as e:
+        raise ExportError(f"the sub-nets stored in {source} (meta['cfg']) "
+                          f'do not fit this backbone: {e}') from None
+    return dict(tree.net_blocks)
 
 
 def load_ddnn_model(config, checkpoint: Optional[str] = None) -> nn.Module:
@@ -397,11 +227,11 @@ def load_ddnn_model(config, checkpoint: Optional[str] = None) -> nn.Module:
     """
     cfg = load_config(config)
     model = build_model(cfg)
-    _check_exportable(model)
+    check_exportable(model)
     model.checkpoint_meta = {}
     if checkpoint is not None:
         state_dict, meta = read_checkpoint(checkpoint)
-        check_state_dict(model, state_dict, f'checkpoint {checkpoint}')
+        check_exact(model, state_dict, f'checkpoint {checkpoint}')
         check_finite(state_dict, f'Checkpoint {checkpoint}',
                      advice='It was saved after training diverged: export '
                      'or test an earlier checkpoint.')
@@ -418,11 +248,12 @@ def check_net_in_checkpoint(model: nn.Module, net: str) -> None:
     :func:`load_ddnn_model` was trained without ``net`` (same blocks)."""
     check_net(model, net)
     path = getattr(model, 'checkpoint_path', None)
-    nets = trained_nets(getattr(model, 'checkpoint_meta', {}),
+    backbone = unwrap_model(model).backbone
+    nets = trained_nets(getattr(model, 'checkpoint_meta', {}), backbone,
                         f'checkpoint {path}' if path else 'the checkpoint')
     if nets is None:
         return
-    blocks = _unwrap(model).backbone.net_blocks[net]
+    blocks = backbone.net_blocks[net]
     if blocks not in nets.values():
         trained = {n: [len(s) for s in b] for n, b in nets.items()}
         raise ExportError(
@@ -549,10 +380,6 @@ def exported_checkpoint(state_dict: Dict[str, torch.Tensor],
     """A published-style checkpoint: ``state_dict`` (CPU tensors) and
     ``meta`` (dataset_meta, versions and ``export_info``); no optimizer,
     message hub or pickled objects."""
-    import mmengine
-    import mmpretrain
-
-    from mmekd import __version__ as mmekd_version
     source_meta = source_meta or {}
     meta = dict(
         mmengine_version=mmengine.__version__,
@@ -601,25 +428,18 @@ def export_to_files(config,
     Returns:
         tuple[str, str]: Paths of the written config and checkpoint.
     """
-    import os
-    import os.path as osp
-
-    import mmengine
     cfg = load_config(config)
     model = load_ddnn_model(cfg, checkpoint)
     check_net(model, net)
     if checkpoint is not None:
         check_net_in_checkpoint(model, net)
     if recalibrate_bn:
-        from mmengine.runner import Runner
-
-        from mmekd.models.utils import recalibrate_bn as _recalibrate
-        from mmengine.registry import DefaultScope
         with DefaultScope.overwrite_default_scope(
                 cfg.get('default_scope', 'mmpretrain')):
             loader = Runner.build_dataloader(cfg.train_dataloader)
         # Record the batches actually used: a short loader gives fewer.
-        recalibrate_bn = _recalibrate(model, loader, recalibrate_bn, net=net)
+        recalibrate_bn = recalibrate_net_bn(model, loader, recalibrate_bn,
+                                            net=net)
     plain_cfg, state_dict = export_subnet(model, net, cfg)
     backbone = model.backbone
     arch = net_arch_name(model, net)

@@ -11,6 +11,11 @@ instead of MMPretrain's warning and a randomly initialised model.
 import os.path as osp
 from typing import Optional, Tuple
 
+from mmengine.runner import CheckpointLoader
+from mmpretrain.apis import ModelHub
+
+import mmekd.models  # noqa: F401  (the zoo's configs build mmekd models)
+
 _registered = False
 UNPUBLISHED_SCHEME = 'mmekd-unpublished://'
 
@@ -47,7 +52,6 @@ def load_from_unpublished(filename: str, map_location=None):
 
 
 def _register_unpublished_scheme() -> None:
-    from mmengine.runner import CheckpointLoader
     CheckpointLoader.register_scheme(
         prefixes=UNPUBLISHED_SCHEME, loader=load_from_unpublished, force=True)
 
@@ -95,9 +99,6 @@ def register_model_zoo(index: Optional[str] = None,
             return
         index, default_prefix = model_index_path()
         config_prefix = config_prefix or default_prefix
-    import mmekd.models  # noqa: F401  (the configs build mmekd models)
-    from mmpretrain.apis import ModelHub
-
     # Register MMPretrain's own models first: ModelHub does so lazily on the
     # first lookup and would otherwise not notice a name clash with ours.
     ModelHub._register_mmpretrain_models()

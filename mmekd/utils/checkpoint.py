@@ -18,9 +18,13 @@ import os.path as osp
 import pickle
 import zipfile
 from typing import Any, List
+from urllib.parse import urlparse
 
 import torch
+import torch.distributed as torch_dist
+from mmengine.dist import get_dist_info
 from mmengine.runner.checkpoint import CheckpointLoader
+from torch.hub import download_url_to_file, get_dir
 
 from .safe_objects import UnsafeCheckpointError, materialize, stand_ins
 
@@ -118,12 +122,6 @@ def _load_from_http(filename: str, map_location=None, model_dir=None):
     """Download once into the torch hub cache (rank 0 first), then
     :func:`safe_load`; mmengine's ``load_url`` calls ``torch.load`` with
     torch's default, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns off."""
-    from urllib.parse import urlparse
-
-    import torch.distributed as torch_dist
-    from mmengine.dist import get_dist_info
-    from torch.hub import download_url_to_file, get_dir
-
     model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
     cached = osp.join(model_dir, osp.basename(urlparse(filename).path))
     rank, world_size = get_dist_info()
@@ -138,18 +136,10 @@ def _load_from_http(filename: str, map_location=None, model_dir=None):
 
 def register_safe_checkpoint_loader() -> None:
     """Make mmengine load local and http(s) checkpoints through
-    :func:`safe_load`.
-
-    Replaces mmengine's loaders for local paths (scheme ``''``), used by
-    ``load_from``, ``--resume``, ``tools/test.py`` and ``init_cfg``
-    ``Pretrained``, and for ``http://``/``https://`` URLs; and check what
-    is loaded into a model (:func:`mmekd.utils.checkpoint_keys.check_fit`:
-    it must fit at least half of the model's tensors, and hold no NaN or
-    infinity).
-    """
+    :func:`safe_load`: mmengine's loaders for local paths (scheme ``''``),
+    used by ``load_from``, ``--resume``, ``tools/test.py`` and ``init_cfg``
+    ``Pretrained``, and for ``http://``/``https://`` URLs."""
     CheckpointLoader.register_scheme(
         prefixes='', loader=_load_from_local, force=True)
     CheckpointLoader.register_scheme(
         prefixes=('http://', 'https://'), loader=_load_from_http, force=True)
-    from .checkpoint_keys import register_checked_loading
-    register_checked_loading()

@@ -1,6 +1,5 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Compare a checkpoint's state dict with a model before loading it."""
-import functools
 import os
 import re
 from contextlib import contextmanager
@@ -8,6 +7,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
+
+from mmekd.vocabulary import is_per_net_stats_key, unwrap_model
+from .finite import check_finite
 
 # Keys whose absence changes nothing in eval mode: BN's update counter is
 # only used with momentum=None during training.
@@ -21,7 +24,6 @@ def split_private_stats(missing: List[str]) -> Tuple[List[str], List[str]]:
     (``private_norm='stats'``); loading starts them from the shared ones
     (see PrivateStatsBatchNorm2d), which is what that checkpoint was tested
     with: reported, not refused."""
-    from mmekd.models.backbones.per_net_norm import is_per_net_stats_key
     stats = [k for k in missing if is_per_net_stats_key(k)]
     return [k for k in missing if not is_per_net_stats_key(k)], stats
 
@@ -30,7 +32,6 @@ def warn_shared_stats(stats: List[str], source: str) -> None:
     """Log that ``source`` has no per-net statistics for ``stats`` keys."""
     if not stats:
         return
-    from mmengine.logging import print_log
     print_log(
         f'{source} has no per-net BatchNorm statistics ({len(stats)} '
         f'tensors, e.g. {stats[0]}): it was trained with statistics shared '
@@ -89,14 +90,16 @@ def compare_state_dict(
     return missing, shared_stats, unexpected, shapes
 
 
-def check_state_dict(model: nn.Module,
+def check_loadable(model: nn.Module,
                      state_dict: Dict[str, torch.Tensor],
                      source: str = 'the checkpoint',
                      revise_keys: Sequence[Tuple[str, str]] = (
                          (r'^module\.', ''), ),
                      allow_unexpected: bool = True,
                      limit: int = 10) -> List[str]:
-    """Check that ``state_dict`` provides every tensor of ``model``.
+    """Check that ``state_dict`` provides every tensor of ``model`` (the load
+    check of ``tools/test.py`` and resume; export's stricter check is
+    :func:`mmekd.apis.check_exact`).
 
     MMEngine loads with ``strict=False`` and only logs a warning for missing
     keys, so a checkpoint of another model silently leaves most weights at
@@ -187,11 +190,7 @@ def check_fit(module: nn.Module, state_dict: Dict[str, torch.Tensor],
     partial loads are allowed (:func:`allow_partial_load`); raise
     :class:`mmekd.utils.finite.NonFiniteStateError` when a tensor that
     would be loaded holds NaN or infinite values."""
-    from mmengine.model import is_model_wrapper
-
-    from .finite import check_finite
-    while is_model_wrapper(module):
-        module = module.module
+    module = unwrap_model(module)
     own = module.state_dict()
     matched = [
         k for k in own if k in state_dict and isinstance(
@@ -229,21 +228,3 @@ def check_fit(module: nn.Module, state_dict: Dict[str, torch.Tensor],
          for k in matched}, source.capitalize() if source[:1].islower()
         else source, advice='It was saved after training diverged: use an '
         'earlier checkpoint.')
-
-
-def register_checked_loading() -> None:
-    """Make MMEngine's ``load_state_dict`` (behind ``load_from``,
-    ``--resume``, ``init_cfg=Pretrained`` with or without ``prefix``,
-    ``load_checkpoint`` and ``mmpretrain.get_model(pretrained=...)``) call
-    :func:`check_fit` first."""
-    from mmengine.runner import checkpoint as mm_ckpt
-    original = getattr(mm_ckpt.load_state_dict, '__wrapped__',
-                       mm_ckpt.load_state_dict)
-
-    @functools.wraps(original)
-    def load_state_dict(module, state_dict, strict=False, logger=None):
-        from .checkpoint import loaded_from
-        check_fit(module, state_dict, loaded_from(state_dict))
-        return original(module, state_dict, strict, logger)
-
-    mm_ckpt.load_state_dict = load_state_dict

@@ -259,7 +259,7 @@ def test_checkpoint_with_shared_statistics(tmp_path, monkeypatch):
     stats_cfg = write_config(osp.join(tmp_path, 'stats.py'),
                              private_norm='stats')
     logged = []
-    monkeypatch.setattr('mmengine.logging.print_log',
+    monkeypatch.setattr('mmekd.utils.checkpoint_keys.print_log',
                         lambda msg, **kwargs: logged.append(msg))
     model = load_ddnn_model(stats_cfg, ckpt)
     warned = [m for m in logged if 'no per-net BatchNorm statistics' in m]

@@ -71,9 +71,9 @@ def test_log_interval_hook_bad_argument():
 
 
 def test_dataloader_worker_advice_shown_once():
-    from mmekd._import_warnings import _show_dataloader_advice_once
+    from mmekd.patches import show_dataloader_advice_once
     shown = []
-    show = _show_dataloader_advice_once(lambda m, *a, **k: shown.append(m))
+    show = show_dataloader_advice_once(lambda m, *a, **k: shown.append(m))
     advice = UserWarning('This DataLoader will create 4 worker processes in '
                          'total. Our suggested max number of worker ... is 2')
     for _ in range(3):  # train, val and test loaders

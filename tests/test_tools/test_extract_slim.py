@@ -10,7 +10,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401
-from mmekd.models.utils import KESplit, extract_slim, reset_hypothesis_
+from mmekd.models.ke import KESplit, extract_slim, reset_hypothesis_
 from mmekd.registry import MODELS
 
 init_default_scope('mmpretrain')

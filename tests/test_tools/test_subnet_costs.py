@@ -12,7 +12,8 @@ from tool_loader import load_tool, tool_path
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_apis'))
 from tiny_ddnn import write_config  # noqa: E402
 
-from mmekd.apis import complexity, input_size, net_costs  # noqa: E402
+from mmekd.apis import input_size, net_costs  # noqa: E402
+from mmekd.utils.flops import complexity  # noqa: E402
 
 TOOL = tool_path('analysis/subnet_costs')
 

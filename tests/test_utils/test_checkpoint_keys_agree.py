@@ -4,10 +4,10 @@ share one comparison (``compare_state_dict``)."""
 import pytest
 
 from mmekd.apis import ExportError
-from mmekd.apis import check_state_dict as export_check
+from mmekd.apis import check_exact as export_check
 from mmekd.registry import MODELS
 from mmekd.utils import CheckpointMismatchError
-from mmekd.utils import check_state_dict as load_check
+from mmekd.utils import check_loadable as load_check
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmekd.registry import HOOKS
-from mmekd.utils.checkpoint_keys import check_state_dict
+from mmekd.utils.checkpoint_keys import check_loadable
 
 
 @HOOKS.register_module()
@@ -33,7 +33,7 @@ class CheckpointKeysHook(Hook):
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         state_dict = checkpoint.get('state_dict', checkpoint)
-        unexpected = check_state_dict(
+        unexpected = check_loadable(
             model,
             state_dict,
             source=f'checkpoint {runner._load_from}',

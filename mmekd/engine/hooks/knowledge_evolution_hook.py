@@ -10,18 +10,18 @@ import torch
 from mmengine.dist import is_main_process
 from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from mmpretrain.evaluation import Accuracy
 
-from mmekd.models.utils import (KESplit, check_slim_support,
-                                check_split_rate, extract_slim,
-                                reset_hypothesis_)
-from mmekd.models.utils.ke_split import SPLIT_MODES, check_weight_init
-from mmekd.models.utils.slim_extraction import is_ddnn
-from mmekd.registry import HOOKS, MODELS
+from mmekd.models.ke import (SPLIT_MODES, KESplit, check_slim_support,
+                             check_split_rate, check_weight_init,
+                             extract_slim, reset_hypothesis_)
+from mmekd.models.plain_net import build_plain, plain_net
+from mmekd.registry import HOOKS
 from mmekd.utils.atomic_save import atomic_write, fsync_and_replace
+from mmekd.utils.flops import complexity
+from mmekd.vocabulary import is_ddnn, unwrap_model
 
 STATE_KEY = 'knowledge_evolution'
 
@@ -30,7 +30,7 @@ STATE_KEY = 'knowledge_evolution'
 class KnowledgeEvolutionHook(Hook):
     """Train any model for several generations with Knowledge Evolution.
 
-    A split (:class:`mmekd.models.utils.KESplit`) divides every convolution
+    A split (:class:`mmekd.models.ke.KESplit`) divides every convolution
     and linear weight into a fit hypothesis, kept, and a reset hypothesis,
     re-drawn at the start of every generation after the first. The split is
     drawn once (from ``seed``) and stored in checkpoints under
@@ -173,8 +173,7 @@ class KnowledgeEvolutionHook(Hook):
     # ------------------------------------------------------------------ #
     @staticmethod
     def _model(runner):
-        model = runner.model
-        return model.module if is_model_wrapper(model) else model
+        return unwrap_model(runner.model)
 
     def config_fields(self, runner) -> Dict[str, str]:
         """Config paths of this hook's arguments, e.g.
@@ -484,8 +483,6 @@ class KnowledgeEvolutionHook(Hook):
         """Parameters and FLOPs (backbone + neck, one image of the
         evaluation size) of every net, dense and slim:
         ``{net: dict(dense_params=..., dense_flops=..., slim_...)}``."""
-        from mmekd.apis import complexity
-        from mmekd.apis.export import export_subnet
         model = self._model(runner)
         batch = next(iter(loop.dataloader))
         with torch.no_grad():
@@ -495,10 +492,8 @@ class KnowledgeEvolutionHook(Hook):
         for net in self._nets(model):
             dense = model
             if net is not None:
-                from mmengine.registry import DefaultScope
-                plain_cfg, _ = export_subnet(model, net, runner.cfg.model)
-                with DefaultScope.overwrite_default_scope('mmpretrain'):
-                    dense = MODELS.build(plain_cfg)
+                dense = build_plain(plain_net(model, net,
+                                              runner.cfg.model)[0])
             row = {
                 f'dense_{k}': v
                 for k, v in complexity(dense, shape).items()

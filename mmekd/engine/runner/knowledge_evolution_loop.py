@@ -6,6 +6,7 @@ from typing import List, Optional, Tuple
 from mmengine.runner import EpochBasedTrainLoop
 
 from mmekd.registry import LOOPS
+from ..hooks.knowledge_evolution_hook import KnowledgeEvolutionHook
 
 
 @LOOPS.register_module()
@@ -36,7 +37,6 @@ class KnowledgeEvolutionTrainLoop(EpochBasedTrainLoop):
                  val_begin: int = 1,
                  val_interval: int = 1,
                  dynamic_intervals: Optional[List[Tuple[int, int]]] = None):
-        from mmekd.engine.hooks import KnowledgeEvolutionHook
         hooks = [
             h for h in runner.hooks if isinstance(h, KnowledgeEvolutionHook)
         ]

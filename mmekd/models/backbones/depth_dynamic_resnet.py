@@ -12,7 +12,7 @@ from mmpretrain.models.backbones import ResNet, ResNet_CIFAR
 from torch.nn.modules.batchnorm import _NormBase
 
 from mmekd.registry import MODELS
-from ..utils import FULL_NET
+from mmekd.vocabulary import FULL_NET
 from .net_tree import NetTree, SubNetSpec, TreeNode, Visit
 from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
                            per_net_norms, use_net)

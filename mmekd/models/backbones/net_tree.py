@@ -19,7 +19,7 @@ from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
 
 import torch
 
-from ..utils import FULL_NET, check_net_name, sub_net_name
+from mmekd.vocabulary import FULL_NET, check_net_name, sub_net_name
 
 # One sub-net, per stage: a block count ``k`` (chosen by ``block_choice``) or
 # an explicit list of block indices.

@@ -13,13 +13,12 @@ What the rest of mmekd asks of them, without knowing their child names:
 - :func:`use_net` (a context): run the given norms as a net;
 - :meth:`state_key`: which state-dict key (relative to the norm) holds a
   net's ``weight`` / ``running_mean`` / ...;
-- :func:`per_net_norms`: the per-net norms of a module;
-- :func:`is_per_net_stats_key`: whether a state-dict key holds per-net
-  running statistics; :func:`private_net_of_key`: the net whose private
-  copy a key holds.
+- :func:`per_net_norms`: the per-net norms of a module.
+
+The child names and the state-key grammar are :mod:`mmekd.vocabulary`'s
+(``sub_norms`` = ``PRIVATE_NORMS``, ``sub_stats`` = ``PRIVATE_STATS``).
 """
 import copy
-import re
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence, Tuple
 
@@ -27,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils import FULL_NET
+from mmekd.vocabulary import (FULL_NET, PRIVATE_NORMS, PRIVATE_STATS,
+                              per_net_key)
 
 _STATS = ('running_mean', 'running_var', 'num_batches_tracked')
 
@@ -92,7 +92,7 @@ class PrivateBatchNorm2d(nn.BatchNorm2d):
         (``'weight'``, ``'running_mean'``, ...)."""
         if net == FULL_NET or net not in self.sub_norms:
             return name
-        return f'sub_norms.{net}.{name}'
+        return per_net_key(PRIVATE_NORMS, net, name)
 
     def sync_sub_norms(self) -> None:
         """Copy the full net's values into every private copy."""
@@ -109,7 +109,7 @@ class PrivateBatchNorm2d(nn.BatchNorm2d):
                               error_msgs):
         # A plain ResNet checkpoint has no private copies: start them from
         # the full net's values instead of reporting them missing.
-        _fill_missing_copies(state_dict, prefix, 'sub_norms', self.sub_norms,
+        _fill_missing_copies(state_dict, prefix, PRIVATE_NORMS, self.sub_norms,
                              ('weight', 'bias', *_STATS))
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
@@ -162,7 +162,7 @@ class PrivateStatsBatchNorm2d(nn.BatchNorm2d):
         key = self.stats_of.get(net)
         if key is None or name in ('weight', 'bias'):
             return name
-        return f'sub_stats.{key}.{name}'
+        return per_net_key(PRIVATE_STATS, key, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = self.stats_of[self.active_net]
@@ -185,7 +185,7 @@ class PrivateStatsBatchNorm2d(nn.BatchNorm2d):
                               error_msgs):
         # A checkpoint trained with shared statistics (or a plain ResNet one)
         # has no per-input sets: start them from the stored ones.
-        _fill_missing_copies(state_dict, prefix, 'sub_stats', self.sub_stats,
+        _fill_missing_copies(state_dict, prefix, PRIVATE_STATS, self.sub_stats,
                              _STATS)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
@@ -193,19 +193,6 @@ class PrivateStatsBatchNorm2d(nn.BatchNorm2d):
 
 
 PER_NET_NORMS = (PrivateBatchNorm2d, PrivateStatsBatchNorm2d)
-# Child names are known here only (and the head's ``sub_fcs`` in
-# MultiNetClsHead).
-_CHILDREN = ('sub_norms', 'sub_stats')
-_PER_NET_STATS_KEY = re.compile(r'\.sub_stats\.')
-_PRIVATE_KEY = re.compile(r'\.(?:sub_norms|sub_fcs)\.([^.]+)\.')
-
-
-def private_net_of_key(key: str):
-    """The net whose private copy (BatchNorm weights with
-    ``norm_sharing='private'``, or a private classifier) a state-dict key
-    holds, or None."""
-    m = _PRIVATE_KEY.search(key)
-    return m.group(1) if m else None
 
 
 def converted_copies(module: nn.Module):
@@ -213,7 +200,8 @@ def converted_copies(module: nn.Module):
     per-net norm (e.g. after ``sync_bn`` converted it), or ``[]``."""
     if isinstance(module, PER_NET_NORMS):
         return []
-    return [n for n, _ in module.named_children() if n in _CHILDREN]
+    return [n for n, _ in module.named_children()
+            if n in (PRIVATE_NORMS, PRIVATE_STATS)]
 
 
 def per_net_norms(module: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
@@ -221,12 +209,6 @@ def per_net_norms(module: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
     for name, m in module.named_modules():
         if isinstance(m, PER_NET_NORMS):
             yield name, m
-
-
-def is_per_net_stats_key(key: str) -> bool:
-    """Whether a state-dict key holds per-net running statistics (of
-    :class:`PrivateStatsBatchNorm2d`)."""
-    return bool(_PER_NET_STATS_KEY.search(key))
 
 
 @contextmanager

@@ -16,8 +16,8 @@ from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
 from mmekd.utils.onednn_fence import refuse_channels_last
+from mmekd.vocabulary import FULL_NET, check_net_name
 from ..backbones import DepthDynamicResNet
-from ..utils import FULL_NET, check_net_name
 from .compiled_step import StepCompiler, parse_compile_step
 from .memory_efficient_step import (MemoryEfficientStep, build_plan,
                                     simple_losses)

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from ..utils import FULL_NET
+from mmekd.vocabulary import FULL_NET
 
 
 class Segment(NamedTuple):

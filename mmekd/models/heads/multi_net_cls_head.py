@@ -7,8 +7,9 @@ from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
-from ..utils import FULL_NET, check_net_name
-from ..utils.numbers import config_number
+from mmekd.utils.numbers import config_number
+from mmekd.vocabulary import (FULL_NET, PRIVATE_FCS, check_net_name,
+                              per_net_key)
 
 
 @MODELS.register_module()
@@ -50,6 +51,7 @@ class MultiNetClsHead(LinearClsHead):
                           f'({type(self.loss_module).__name__})')
         self._labels_checked = False
         if private_fc:
+            # ``sub_fcs`` is the vocabulary's PRIVATE_FCS (state keys).
             self.sub_fcs = nn.ModuleDict({
                 name: nn.Linear(in_channels, num_classes)
                 for name in net_names[1:]
@@ -61,7 +63,7 @@ class MultiNetClsHead(LinearClsHead):
         # them missing, as PrivateBatchNorm2d does for the norms.
         if self.private_fc:
             for name in self.sub_fcs:
-                sub_prefix = f'{prefix}sub_fcs.{name}.'
+                sub_prefix = prefix + per_net_key(PRIVATE_FCS, name, '')
                 if any(k.startswith(sub_prefix) for k in state_dict):
                     continue
                 for key in ('weight', 'bias'):
@@ -81,7 +83,8 @@ class MultiNetClsHead(LinearClsHead):
         """The key (relative to the head) of ``net``'s classifier tensor
         ``name`` (``'weight'`` or ``'bias'``)."""
         if self.private_fc and net != FULL_NET:
-            return f'sub_fcs.{check_net_name(net, self.net_names)}.{name}'
+            return per_net_key(PRIVATE_FCS,
+                               check_net_name(net, self.net_names), name)
         return f'fc.{name}'
 
     def forward(self,

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmekd.registry import MODELS
-from ..utils.numbers import config_number
+from mmekd.utils.numbers import config_number
 
 
 def attention_map(feat: torch.Tensor, p: float = 2.0,

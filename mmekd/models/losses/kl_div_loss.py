@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmekd.registry import MODELS
-from ..utils.numbers import config_number
+from mmekd.utils.numbers import config_number
 
 
 @MODELS.register_module()

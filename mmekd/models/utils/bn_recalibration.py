@@ -18,10 +18,9 @@ from typing import Iterable, Optional
 
 import torch
 import torch.nn as nn
-from mmengine.model import is_model_wrapper
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .net_names import check_net_name
+from mmekd.vocabulary import check_net_name, is_ddnn, unwrap_model
 
 
 def _bn_state(m: _BatchNorm) -> dict:
@@ -77,8 +76,8 @@ def recalibrate_bn(model: nn.Module,
     if not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(f'num_batches must be a positive int, got '
                          f'{num_batches!r}')
-    inner = model.module if is_model_wrapper(model) else model
-    multi_net = hasattr(inner, 'forward_nets')
+    inner = unwrap_model(model)
+    multi_net = is_ddnn(inner)
     if multi_net:
         net = net or inner.predict_net
         check_net_name(net, inner.net_names)

@@ -17,7 +17,7 @@ from mmpretrain.datasets import BaseDataset
 
 import mmekd  # noqa: F401
 from mmekd.engine import KnowledgeEvolutionHook
-from mmekd.models.utils import KESplit, keep_count, reset_hypothesis_
+from mmekd.models.ke import KESplit, keep_count, reset_hypothesis_
 from mmekd.registry import DATASETS, MODELS
 from mmekd.utils import safe_load
 
@@ -474,7 +474,7 @@ def test_eval_split_and_results_table(tmp_path):
     dense = runner.model
     assert costs['dense_params'] == sum(p.numel()
                                         for p in dense.parameters())
-    _, slim = mmekd.models.utils.extract_slim(dense, cfg.model, 0.5)
+    _, slim = mmekd.models.ke.extract_slim(dense, cfg.model, 0.5)
     assert costs['slim_params'] == sum(p.numel() for p in slim.parameters())
     assert 0.2 < costs['slim_flops'] / costs['dense_flops'] < 0.3
 
@@ -574,7 +574,7 @@ def test_ke_on_ddnn_every_net_dense_and_slim(tmp_path):
     from mmpretrain.evaluation import Accuracy
     model = runner.model
     for net in nets:
-        _, slim = mmekd.models.utils.extract_slim(model, cfg.model, 0.5, net)
+        _, slim = mmekd.models.ke.extract_slim(model, cfg.model, 0.5, net)
         evaluator = Evaluator(Accuracy(topk=(1, )))
         slim.eval()
         with torch.no_grad():

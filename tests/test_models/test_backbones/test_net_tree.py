@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmekd.models.backbones import NetTree, TreeNode
-from mmekd.models.utils import UnknownNetError, check_net_name
+from mmekd.vocabulary import UnknownNetError, check_net_name
 
 
 def test_paths_and_input_groups():

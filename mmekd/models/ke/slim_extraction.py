@@ -12,14 +12,12 @@ from mmpretrain.models import (GlobalAveragePooling, ImageClassifier,
 from mmpretrain.models.backbones.resnet import Bottleneck
 
 from mmekd.registry import MODELS
-from .ke_split import KESplit, keep_count
-
-
-def is_ddnn(model: nn.Module) -> bool:
-    """Whether ``model`` is a DDNN classifier (several nets, one weight
-    set): its slim networks are extracted per net."""
-    return hasattr(model, 'forward_nets') and hasattr(
-        getattr(model, 'backbone', None), 'net_names')
+from mmekd.vocabulary import is_ddnn
+from ..backbones import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
+                         dynamic_only_args)
+from ..plain_net import (ExportError, build_plain, check_net, plain_model_cfg,
+                         plain_net)
+from .split import KESplit, keep_count
 
 
 def _check_resnet_classifier(model: nn.Module, backbone_types: tuple,
@@ -58,7 +56,6 @@ def check_slim_support(model: nn.Module, net: Optional[str] = None) -> None:
             'ImageClassifier + ResNet/ResNet_CIFAR + GlobalAveragePooling + '
             'LinearClsHead, and DDNNClassifier')
         return
-    from mmekd.apis.export import ExportError, check_net, plain_model_cfg
     if net is None:
         raise TypeError(
             'a DDNN model has one slim network per net: pass net, one of '
@@ -113,15 +110,17 @@ def slim_model_cfg(model: nn.Module, model_cfg: dict, rate: float) -> dict:
     Returns:
         dict: The slim model's config.
     """
+    # DepthDynamicResNet(CIFAR): a DDNN net with non-standard blocks per
+    # stage exports to it in single-net mode.
     _check_resnet_classifier(
-        model, (ResNet, ResNet_CIFAR, *_single_net_backbones()),
+        model, (ResNet, ResNet_CIFAR, DepthDynamicResNet,
+                DepthDynamicResNetCIFAR),
         'ImageClassifier + ResNet/ResNet_CIFAR + GlobalAveragePooling + '
         'LinearClsHead')
     cfg = copy.deepcopy(dict(model_cfg))
     backbone = model.backbone
     stages = [getattr(backbone, n)[0] for n in backbone.res_layers]
     bb_cfg = dict(cfg['backbone'])
-    from ..backbones import dynamic_only_args
     for key in ('type', 'base_channels', 'expansion', 'init_cfg',
                 'stem_channels', 'deep_stem', 'avg_down',
                 *dynamic_only_args()):
@@ -156,15 +155,6 @@ def slim_model_cfg(model: nn.Module, model_cfg: dict, rate: float) -> dict:
     return cfg
 
 
-def _single_net_backbones() -> tuple:
-    """DepthDynamicResNet(CIFAR): a DDNN net with non-standard blocks per
-    stage exports to it in single-net mode (imported here: the backbones
-    import this package)."""
-    from mmekd.models.backbones import (DepthDynamicResNet,
-                                        DepthDynamicResNetCIFAR)
-    return DepthDynamicResNet, DepthDynamicResNetCIFAR
-
-
 @torch.no_grad()
 def extract_slim(model: nn.Module,
                  model_cfg: dict,
@@ -178,7 +168,7 @@ def extract_slim(model: nn.Module,
     fc ``weight[:, :k_in]`` and the full fc bias). If the dense network's
     reset-hypothesis weights are zero, both networks compute the same logits.
     A DDNN net is first exported as a plain single-net classifier
-    (:func:`mmekd.apis.export_subnet`: its blocks renumbered, its own
+    (:func:`mmekd.models.plain_net.plain_net`: its blocks renumbered, its own
     BatchNorm statistics and classifier), whose slim network is returned.
 
     Args:
@@ -193,12 +183,8 @@ def extract_slim(model: nn.Module,
     """
     check_slim_support(model, net)
     if is_ddnn(model):
-        from mmengine.registry import DefaultScope
-
-        from mmekd.apis.export import export_subnet
-        plain_cfg, state_dict = export_subnet(model, net, model_cfg)
-        with DefaultScope.overwrite_default_scope('mmpretrain'):
-            plain = MODELS.build(copy.deepcopy(plain_cfg))
+        plain_cfg, state_dict = plain_net(model, net, model_cfg)
+        plain = build_plain(plain_cfg)
         plain.load_state_dict(state_dict)
         plain.data_preprocessor = copy.deepcopy(model.data_preprocessor)
         plain.to(next(model.parameters()).device).train(model.training)
