@@ -20,6 +20,9 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
+    # checked on the device where the optimizer is fused (no host sync),
+    # reported at the next log line; check='host' checks every iteration
+    check='device',
     # fused SGD (one kernel for all parameters) where the device has it,
     # else foreach; optimizer.fused / optimizer.foreach override
     constructor='mmekd.FusedOptimWrapperConstructor',

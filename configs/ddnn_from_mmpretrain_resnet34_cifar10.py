@@ -13,6 +13,9 @@ model = dict(
         sub_stage_blocks=[[2, 2, 2, 2]],
         out_indices=(0, 1, 2, 3)),  # attention distillation on every stage
     head=dict(type='mmekd.MultiNetClsHead'))
+# several backward passes per iteration (the memory-efficient step) count
+# as one, and a NaN loss stops the run
+optim_wrapper = dict(type='mmekd.SafeOptimWrapper')
 
 data_root = '{{$CIFAR10_ROOT:data/cifar10}}'
 train_dataloader = dict(dataset=dict(type='mmekd.CIFAR10', data_root=data_root))

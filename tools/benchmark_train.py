@@ -38,7 +38,6 @@ import json
 import statistics
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 # mmekd first: it quiets mmcv-lite's import warning before mmpretrain.
@@ -54,7 +53,7 @@ from mmpretrain.structures import DataSample
 
 import mmekd.models  # noqa: F401
 from mmekd.apis import plain_model_cfg
-from mmekd.engine.optim import SafeOptimWrapper
+from mmekd.engine.optim import SafeOptimWrapperMixin
 from mmekd.utils.onednn_fence import refuse_channels_last
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name part.
@@ -311,34 +310,22 @@ def separate_model_cfgs(cfg: Config, ddnn: nn.Module) -> Dict[str, dict]:
                        for net in ddnn.net_names)
 
 
-class CPUAutocastOptimWrapper(OptimWrapper):
-    """``--amp`` on CPU: bf16 autocast forward (AmpOptimWrapper needs a
-    GPU); bf16 needs no loss scaling."""
-
-    @contextmanager
-    def optim_context(self, model):
-        with super().optim_context(model), torch.autocast(
-                'cpu', dtype=torch.bfloat16):
-            yield
-
-
 def make_optim_wrapper(model: nn.Module, cfg: Config, args) -> OptimWrapper:
     """The config's optim wrapper at learning rate 0 (the benchmark times
     steps; see the module docstring), skipping non-finite steps without a
     limit where it is an :class:`mmekd.SafeOptimWrapper`."""
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
     wrapper_cfg.optimizer['lr'] = 0.0
-    if OPTIM_WRAPPERS.get(wrapper_cfg.get('type', 'OptimWrapper')) is \
-            SafeOptimWrapper:
+    if issubclass(OPTIM_WRAPPERS.get(wrapper_cfg.get('type', 'OptimWrapper')),
+                  SafeOptimWrapperMixin):
         wrapper_cfg.update(on_nonfinite='skip', max_skipped=None)
     if args.amp:
+        # MMEngine's AMP on CUDA; bfloat16 autocast on the CPU.
+        wrapper_cfg.update(type='mmekd.SafeAmpOptimWrapper',
+                           loss_scale='dynamic')
+        wrapper_cfg.pop('check', None)
         if args.device.startswith('cuda'):
-            wrapper_cfg.update(
-                type='AmpOptimWrapper',
-                loss_scale='dynamic',
-                dtype=args.amp_dtype)
-        else:
-            wrapper_cfg['type'] = CPUAutocastOptimWrapper
+            wrapper_cfg['dtype'] = args.amp_dtype
     return build_optim_wrapper(model, wrapper_cfg)
 
 

@@ -30,7 +30,11 @@ def parse_args():
         help='resume from this checkpoint; without a path, from the latest '
         'checkpoint in the work directory')
     parser.add_argument(
-        '--amp', action='store_true', help='mixed-precision training (GPU)')
+        '--amp',
+        action='store_true',
+        help='mixed precision, keeping the non-finite check '
+        '(mmekd.SafeAmpOptimWrapper: MMEngine\'s AMP on a GPU, bfloat16 '
+        'autocast on the CPU)')
     parser.add_argument(
         '--no-validate',
         action='store_true',

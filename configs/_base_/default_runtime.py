@@ -6,8 +6,8 @@ custom_imports = dict(imports=['mmekd'], allow_failed_imports=False)
 
 default_hooks = dict(
     # RuntimeInfoHook that keeps the logged losses on the device until the
-    # logger prints them (no host sync in the other iterations); with a
-    # fused optimizer, SafeOptimWrapper's non-finite check is deferred too.
+    # logger prints them (no host sync in the other iterations); there it
+    # also has SafeOptimWrapper(check='device') report its pending checks.
     runtime_info=dict(type='mmekd.DeferredRuntimeInfoHook'),
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),

@@ -33,23 +33,56 @@ def apply_dataloader_defaults(cfg: Config,
         cfg[field] = loader
 
 
+# --amp: the wrapper type a float32 wrapper becomes.
+_AMP_OF = {
+    'OptimWrapper': 'mmekd.SafeAmpOptimWrapper',
+    'mmengine.OptimWrapper': 'mmekd.SafeAmpOptimWrapper',
+    'SafeOptimWrapper': 'mmekd.SafeAmpOptimWrapper',
+    'mmekd.SafeOptimWrapper': 'mmekd.SafeAmpOptimWrapper',
+}
+_AMP_WRAPPERS = ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper',
+                 'SafeAmpOptimWrapper', 'mmekd.SafeAmpOptimWrapper')
+
+
 def enable_amp(cfg: Config) -> None:
-    """Switch the optimizer wrapper to mixed precision (needs a GPU)."""
-    if not torch.cuda.is_available():
-        raise SystemExit('--amp needs a CUDA GPU (MMEngine\'s '
-                         'AmpOptimWrapper does not run on CPU)')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    """``--amp``: mixed precision with the config's non-finite check kept.
+
+    ``OptimWrapper`` / ``mmekd.SafeOptimWrapper`` become
+    ``mmekd.SafeAmpOptimWrapper`` with the same arguments (on a GPU
+    MMEngine's ``AmpOptimWrapper`` with ``loss_scale='dynamic'``; on the
+    CPU bfloat16 autocast), which is printed. Mixed-precision wrappers are
+    kept.
+
+    Raises:
+        SystemExit: The config has another wrapper type.
+    """
+    optim = cfg.get('optim_wrapper')
+    if optim is None:
+        raise SystemExit('--amp: the config has no optim_wrapper')
+    kind = optim.get('type', 'OptimWrapper')
+    if kind in _AMP_WRAPPERS:
+        return
+    if kind not in _AMP_OF:
+        raise SystemExit(f'--amp turns OptimWrapper or mmekd.SafeOptimWrapper '
+                         f'into mmekd.SafeAmpOptimWrapper; the config uses '
+                         f'optim_wrapper.type={kind!r}')
+    optim['type'] = _AMP_OF[kind]
+    optim.setdefault('loss_scale', 'dynamic')
+    optim.pop('check', None)  # the loss scaler's wrapper checks on the host
+    print(f'--amp: optim_wrapper.type {kind} -> {optim["type"]} (same '
+          'arguments, mixed precision)', flush=True)
 
 
 def check_amp_device(cfg: Config) -> None:
     """A config whose optimizer wrapper is MMEngine's ``AmpOptimWrapper``
-    (set in the config or by ``--cfg-options``) needs a CUDA GPU: say so up
-    front instead of MMEngine's assertion deep in the optimizer build."""
+    (set in the config or by ``--cfg-options``) needs an accelerator: say
+    so up front instead of MMEngine's assertion deep in the optimizer
+    build."""
     wrapper = cfg.get('optim_wrapper') or {}
-    if (wrapper.get('type') == 'AmpOptimWrapper'
+    if (wrapper.get('type') in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper')
             and not torch.cuda.is_available()):
         raise SystemExit(
             'optim_wrapper.type=AmpOptimWrapper (mixed precision) '
             'needs a CUDA GPU; MMEngine\'s AmpOptimWrapper does not run on '
-            'CPU. Train on a GPU, or configure a float32 OptimWrapper')
+            'CPU. Use mmekd.SafeAmpOptimWrapper (bfloat16 on the CPU), or '
+            'a float32 OptimWrapper')

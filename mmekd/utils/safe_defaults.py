@@ -5,7 +5,8 @@ from typing import Optional
 from mmengine.config import Config
 
 _PLAIN_WRAPPERS = ('OptimWrapper', 'mmengine.OptimWrapper')
-_SAFE_WRAPPERS = ('mmekd.SafeOptimWrapper', 'SafeOptimWrapper')
+_SAFE_WRAPPERS = ('mmekd.SafeOptimWrapper', 'SafeOptimWrapper',
+                  'mmekd.SafeAmpOptimWrapper', 'SafeAmpOptimWrapper')
 
 
 def apply_safe_training_defaults(cfg: Config,
@@ -35,6 +36,7 @@ def apply_safe_training_defaults(cfg: Config,
               'mmekd.SafeOptimWrapper (same arguments)', flush=True)
     elif kind not in _SAFE_WRAPPERS:
         raise SystemExit(
-            f'--on-nonfinite needs mmekd.SafeOptimWrapper; the config '
+            f'--on-nonfinite needs mmekd.SafeOptimWrapper (or '
+            f'SafeAmpOptimWrapper); the config '
             f'uses optim_wrapper.type={kind!r}')
     optim['on_nonfinite'] = on_nonfinite

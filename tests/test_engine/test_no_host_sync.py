@@ -207,6 +207,7 @@ def build_runner(work_dir, step_mode='memory_efficient', on_nonfinite='stop',
         train_cfg=dict(by_epoch=True, max_epochs=1),
         optim_wrapper=dict(
             type='mmekd.SafeOptimWrapper', on_nonfinite=on_nonfinite,
+            check='device' if deferred else 'host',
             optimizer=dict(type='SGD', lr=0.01, momentum=0.9,
                            weight_decay=1e-4, fused=fused)),
         default_hooks=hooks,
@@ -260,7 +261,6 @@ def test_no_conversion_between_log_lines(tmp_path, step_mode, on_nonfinite):
     runner, counter = build_runner(tmp_path, step_mode, on_nonfinite)
     runner.train()
     assert runner.optim_wrapper._pending == []
-    assert runner.optim_wrapper.defer_check is False  # reset after train
     _assert_no_conversions(counter)
     if step_mode == 'memory_efficient' and on_nonfinite == 'stop':
         # With stacked inputs not even the host-only test remains.
@@ -367,7 +367,7 @@ def test_skipped_nan_iteration_leaves_no_trace(tmp_path, step_mode):
 def test_not_fused_keeps_the_immediate_check(tmp_path):
     runner, counter = build_runner(tmp_path, fused=False, checkpoint=False)
     runner.train()
-    assert not runner.optim_wrapper.can_defer
+    assert not runner.optim_wrapper.checks_on_device
     # One flag read per iteration, as before; the losses are still
     # deferred.
     for it, calls in counter.per_iter.items():
@@ -403,9 +403,8 @@ def _data(seed):
 def _fused_wrapper(model, defer=True, **kwargs):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
                           weight_decay=1e-2, fused=True)
-    wrapper = SafeOptimWrapper(opt, **kwargs)
-    wrapper.defer_check = defer
-    return wrapper
+    return SafeOptimWrapper(opt, check='device' if defer else 'host',
+                            **kwargs)
 
 
 def _nan_first_then_finite(model, wrapper, reference, ref_wrapper,
@@ -445,7 +444,7 @@ def test_nan_at_the_first_fused_step(optimizer):
         for opt in (wrapper.optimizer, ref_wrapper.optimizer):
             opt.param_groups[0]['nesterov'] = True
     state_key = 'exp_avg' if optimizer == 'adamw' else 'momentum_buffer'
-    assert wrapper.can_defer and not ref_wrapper.can_defer
+    assert wrapper.checks_on_device and not ref_wrapper.checks_on_device
     _nan_first_then_finite(model, wrapper, reference, ref_wrapper)
     for p, q in zip(model.parameters(), reference.parameters()):
         for key in ('step', state_key):

@@ -13,7 +13,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.model import BaseDataPreprocessor
-from mmengine.optim import OptimWrapper
+from mmekd.engine.optim import SafeOptimWrapper
 from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
@@ -52,7 +52,7 @@ def test_training_step_equals_the_old_one(fixture, mode, step_mode):
     model.load_state_dict(rec['state_dict'], strict=True)
     model.data_preprocessor = BaseDataPreprocessor()  # keep float64
     model = model.double().train()
-    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    wrapper = SafeOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
     batch = dict(inputs=rec['batch_inputs'].clone(),
                  data_samples=[DataSample().set_gt_label(i % 3)
                                for i in range(4)])

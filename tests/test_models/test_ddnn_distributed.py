@@ -42,8 +42,7 @@ def _worker(rank, port, out_dir, deferred=None):
     if deferred:  # the check stays on the device (fused optimizer)
         wrapper = SafeOptimWrapper(
             torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
-                            fused=True), on_nonfinite='skip')
-        wrapper.defer_check = True
+                            fused=True), on_nonfinite='skip', check='device')
     else:
         wrapper = SafeOptimWrapper(
             torch.optim.SGD(model.parameters(), lr=0.1), on_nonfinite='skip')

@@ -78,7 +78,7 @@ def _nhwc_strided_1x1(verbose: str):
 COMPILED_STEP = '''
 import torch
 import mmekd, mmekd.models  # noqa
-from mmengine.optim import OptimWrapper
+from mmekd.engine.optim import SafeOptimWrapper
 from mmpretrain.structures import DataSample
 from mmekd.registry import MODELS
 
@@ -93,7 +93,7 @@ model = MODELS.build(dict(
     head=dict(type='mmekd.MultiNetClsHead', num_classes=3, in_channels=16),
     data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=3),
     train_step_mode='STEP_MODE', compile_step=True)).train()
-wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+wrapper = SafeOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
 data = dict(inputs=torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8),
             data_samples=[DataSample().set_gt_label(i) for i in range(2)])
 for _ in range(3):

@@ -5,7 +5,7 @@ them. The kernel itself is never run here (tests/test_upstream does, in a
 child interpreter)."""
 import pytest
 import torch
-from mmengine.optim import OptimWrapper
+from mmekd.engine.optim import SafeOptimWrapper
 from mmpretrain.structures import DataSample
 
 from mmekd.models.classifiers.compiled_step import (StepCompiler,
@@ -34,7 +34,7 @@ def _step(model):
     data = dict(
         inputs=torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8),
         data_samples=[DataSample().set_gt_label(i) for i in range(2)])
-    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    wrapper = SafeOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     return model.train_step(data, wrapper)
 
 

@@ -2,6 +2,9 @@
 # wd 1e-4, 100 epochs, lr x0.1 at epochs 30/60/90.
 optim_wrapper = dict(
     type='mmekd.SafeOptimWrapper',  # stops (or skips) on a NaN/inf loss
+    # checked on the device where the optimizer is fused (no host sync),
+    # reported at the next log line; check='host' checks every iteration
+    check='device',
     # fused SGD (one kernel for all parameters) where the device has it,
     # else foreach; optimizer.fused / optimizer.foreach override
     constructor='mmekd.FusedOptimWrapperConstructor',

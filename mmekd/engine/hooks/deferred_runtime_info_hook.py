@@ -10,6 +10,8 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.utils import apply_to
 
 from mmekd.registry import HOOKS
+from mmekd.utils.numbers import config_int
+from ..optim.safe_optim_wrapper import NonFiniteReporter
 
 
 def read_scalars(values: Sequence[Any]) -> List[Any]:
@@ -72,31 +74,22 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
     unchanged (in their place in the order); a tensor of more than one
     element is refused at once, by ``update_scalar``, as MMEngine does.
 
-    In ``before_train`` the hook sets ``defer_check`` on every
-    :class:`mmekd.SafeOptimWrapper` of the runner: where its optimizer is
-    fused (and without accumulation or ``clip_grad``) the non-finite loss
-    check then stays on the device too, and this hook reports it
-    (``report_nonfinite``) at every flush, i.e. at the next log line: a
-    NaN stops (``'stop'``) or is counted (``'skip'``) at most one logging
-    interval late, with the iteration it happened at.
+    At every flush the hook also has the optim wrappers that check
+    non-finite losses on the device (:class:`mmekd.SafeOptimWrapper` with
+    ``check='device'``, a :class:`~mmekd.engine.optim.safe_optim_wrapper.
+    NonFiniteReporter`) report what is pending, so a NaN stops
+    (``'stop'``) or is counted (``'skip'``) at the next log line, with the
+    iteration it happened at.
 
     Args:
-        defer_nonfinite_check (bool): Set ``defer_check`` on the
-            SafeOptimWrappers. Defaults to True.
         max_pending (int): Flush once this many iterations are pending.
             Defaults to 1000.
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self,
-                 defer_nonfinite_check: bool = True,
-                 max_pending: int = 1000):
-        if not isinstance(max_pending, int) or max_pending < 1:
-            raise ValueError('max_pending must be a positive int, got '
-                             f'{max_pending!r}')
-        self.defer_nonfinite_check = defer_nonfinite_check
-        self.max_pending = max_pending
+    def __init__(self, max_pending: int = 1000):
+        self.max_pending = config_int(max_pending, 'max_pending', minimum=1)
         self._pending: List[List[Tuple[str, Any]]] = []
 
     @staticmethod
@@ -110,10 +103,6 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
     def before_train(self, runner) -> None:
         super().before_train(runner)
         self._pending = []
-        if self.defer_nonfinite_check:
-            for wrapper in self._optim_wrappers(runner):
-                if hasattr(wrapper, 'defer_check'):
-                    wrapper.defer_check = True
 
     def after_train_iter(self,
                          runner,
@@ -163,7 +152,7 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
     def flush(self, runner) -> None:
         """Put every pending iteration's values into the message hub, in
         order, with one device read; then let the optimizer wrappers report
-        their deferred non-finite checks.
+        their non-finite checks made on the device.
 
         Args:
             runner (Runner): The runner of the training process.
@@ -175,9 +164,8 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
             for (key, _), number in zip(flat, numbers):
                 runner.message_hub.update_scalar(key, number)
         for wrapper in self._optim_wrappers(runner):
-            report = getattr(wrapper, 'report_nonfinite', None)
-            if report is not None:
-                report()
+            if isinstance(wrapper, NonFiniteReporter):
+                wrapper.report_nonfinite()
 
     def after_train_epoch(self, runner) -> None:
         self.flush(runner)
@@ -190,9 +178,6 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
         try:
             self.flush(runner)
         finally:
-            for wrapper in self._optim_wrappers(runner):
-                if hasattr(wrapper, 'defer_check'):
-                    wrapper.defer_check = False
             super().after_train(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -1,7 +1,12 @@
 # Copyright (c) mmekd contributors. All rights reserved.
+from .buffer_snapshot import BufferSnapshot
 from .fused_constructor import FusedOptimWrapperConstructor
-from .safe_optim_wrapper import NonFiniteLossError, SafeOptimWrapper
+from .safe_optim_wrapper import (NonFiniteLossError, NonFiniteReporter,
+                                 SafeAmpOptimWrapper, SafeOptimWrapper,
+                                 SafeOptimWrapperMixin)
 
 __all__ = [
-    'FusedOptimWrapperConstructor', 'NonFiniteLossError', 'SafeOptimWrapper'
+    'BufferSnapshot', 'FusedOptimWrapperConstructor', 'NonFiniteLossError',
+    'NonFiniteReporter', 'SafeAmpOptimWrapper', 'SafeOptimWrapper',
+    'SafeOptimWrapperMixin'
 ]

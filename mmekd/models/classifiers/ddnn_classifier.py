@@ -2,25 +2,24 @@
 """DDNN with Embedded Knowledge Distillation (EKD): the classifier that trains
 a full net and all its sub-nets on the same batch."""
 import copy
-import numbers
-import random
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
 from mmekd.registry import MODELS
 from mmekd.utils.onednn_fence import refuse_channels_last
-from mmekd.vocabulary import FULL_NET, check_net_name
-from ..backbones import DepthDynamicResNet
+from mmekd.vocabulary import FULL_NET, check_net_name, is_ddnn
+from ..losses.ekd_loss import EKDLoss
 from .compiled_step import StepCompiler, parse_compile_step
 from .memory_efficient_step import (MemoryEfficientStep, build_plan,
                                     simple_losses)
+from .multi_backward import MultiBackwardOptimWrapper
+from .net_sampler import NetSampler
 
 
 @MODELS.register_module()
@@ -28,20 +27,16 @@ class DDNNClassifier(ImageClassifier):
     """Depth-level dynamic classifier trained with EKD.
 
     One training iteration runs the full net (teacher) and every sub-net
-    (students) of a :class:`DepthDynamicResNet` on the same batch. The loss
-    is, for every net ``n`` and every sub-net ``s``::
-
-        loss_ce_<n>  classification loss of the head (CE, label smoothing...)
-                     x full_loss_weight (full net) or sub_ce_weight (sub-net)
-        loss_kl_<s>  KLDivLoss(logits_s, logits_full.detach())
-                     (on the teacher's top kl_topk classes if set)
-        loss_at_<s>  AttentionTransferLoss(stage features of s,
-                                            same stages of full, detached)
-
-    All terms are logged separately and summed by MMEngine. Setting
-    ``kl_loss=None`` and ``at_loss=None`` gives DDNN without EKD. The levers
+    (students) of a depth-dynamic backbone on the same batch. The loss terms
+    (:attr:`ekd`, an :class:`mmekd.models.losses.EKDLoss`) are, for every
+    net ``n`` and every sub-net ``s``, ``loss_ce_<n>`` (the head's loss),
+    ``loss_kl_<s>`` (logit distillation from the full net) and
+    ``loss_at_<s>`` (attention distillation), logged separately and summed
+    by MMEngine; ``kl_loss=None`` and ``at_loss=None`` give DDNN without
+    EKD. The nets of a step are drawn by :attr:`sampler`
+    (:class:`~.net_sampler.NetSampler`, ``train_nets``). The levers
     ``sub_ce_weight``, ``full_loss_weight``, ``train_nets`` and ``kl_topk``
-    (documented in ``docs/levers.md``) default to the plain EKD loss above.
+    are documented in ``docs/levers.md``.
 
     Evaluation runs every net in one pass: ``pred_score`` is the prediction of
     ``predict_net`` and, with ``eval_all_nets``, each data sample carries
@@ -136,61 +131,31 @@ class DDNNClassifier(ImageClassifier):
                  **kwargs):
         if not isinstance(backbone, nn.Module):
             backbone = MODELS.build(backbone)
-        if not isinstance(backbone, DepthDynamicResNet):
+        if not is_ddnn(backbone):
             raise TypeError(
                 'DDNNClassifier needs a depth-dynamic backbone with '
                 f'forward_nets() (e.g. mmekd.DepthDynamicResNet), got '
                 f'{type(backbone).__name__}')
-        if head is None:
-            raise ValueError('DDNNClassifier needs a head config')
-
-        def check_head(head_cls: type) -> None:
-            if not hasattr(head_cls, 'classifier'):
-                raise TypeError('DDNNClassifier needs a head that classifies '
-                                'per net (e.g. mmekd.MultiNetClsHead), got '
-                                f'{head_cls.__name__}')
-
-        if not isinstance(head, nn.Module):
-            head = copy.deepcopy(head)
-            head_cls = head.get('type')
-            if isinstance(head_cls, str):
-                head_cls = MODELS.get(head_cls)
-            if isinstance(head_cls, type):
-                # Before building: another head fails on ``net_names``.
-                check_head(head_cls)
-            given = head.get('net_names')
-            if given is not None and list(given) != backbone.net_names:
-                raise ValueError(
-                    f'head.net_names {list(given)} do not match the '
-                    f"backbone's nets {backbone.net_names}")
-            head['net_names'] = backbone.net_names
-            head = MODELS.build(head)
-        check_head(type(head))
-        super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
-
+        super().__init__(
+            backbone=backbone, neck=neck, head=self._build_head(
+                head, backbone.net_names), **kwargs)
         out_indices = sorted(self.backbone.out_indices)
         last = self.backbone.num_stages - 1
         if last not in out_indices:
             raise ValueError(
                 f'backbone.out_indices {tuple(out_indices)} must contain the '
                 f'last stage ({last}): the head classifies its output')
-        self._stage_pos = {s: i for i, s in enumerate(out_indices)}
-        if at_stages is None:
-            at_stages = out_indices
-        at_stages = tuple(at_stages)
-        if at_loss and not at_stages:
-            raise ValueError('at_stages is empty but at_loss is set; use '
-                             'at_loss=None to turn attention distillation '
-                             'off')
-        bad = [s for s in at_stages if s not in self._stage_pos]
-        if bad:
-            raise ValueError(
-                f'at_stages {at_stages}: stages {bad} are not in '
-                f'backbone.out_indices {tuple(out_indices)}; add them there '
-                f'or remove them from at_stages')
-        self.at_stages = at_stages
-        self.kl_loss = MODELS.build(kl_loss) if kl_loss else None
-        self.at_loss = MODELS.build(at_loss) if at_loss else None
+        subs = self.backbone.sub_net_names
+        self.ekd = EKDLoss(
+            MODELS.build(kl_loss) if kl_loss else None,
+            MODELS.build(at_loss) if at_loss else None,
+            stages=out_indices,
+            at_stages=at_stages,
+            sub_ce_weight=sub_ce_weight,
+            full_loss_weight=full_loss_weight,
+            kl_topk=kl_topk,
+            num_classes=self.head.num_classes,
+            has_sub_nets=bool(subs))
         if predict_net not in self.backbone.net_names:
             raise ValueError(f'predict_net must be one of '
                              f'{self.backbone.net_names}, got {predict_net!r}')
@@ -207,8 +172,9 @@ class DDNNClassifier(ImageClassifier):
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
-        self._init_levers(sub_ce_weight, full_loss_weight, train_nets,
-                          kl_topk)
+        self.sampler = NetSampler(
+            train_nets, self.backbone.net_names,
+            {n: sum(self.backbone.blocks_per_stage(n)) for n in subs})
         self.compile_step = parse_compile_step(compile_step)
         self._compiler = (StepCompiler(self.compile_step)
                           if self.compile_step else None)
@@ -216,86 +182,43 @@ class DDNNClassifier(ImageClassifier):
         self._fenced_on = None  # the device the oneDNN fence last passed
 
     TRAIN_STEP_MODES = ('memory_efficient', 'simple')
-    TRAIN_NETS = ('all', 'sandwich', 'sandwich_random')
 
-    def _init_levers(self, sub_ce_weight, full_loss_weight, train_nets,
-                     kl_topk) -> None:
-        """Check and keep the loss levers (see the class docstring)."""
+    @staticmethod
+    def _build_head(head, net_names: List[str]) -> nn.Module:
+        """The head, built for ``net_names`` (a per-net head is checked
+        before it is built: another head fails on ``net_names``)."""
 
-        def weight(name, value, allow_zero):
-            if (isinstance(value, bool)
-                    or not isinstance(value, numbers.Real)
-                    or not (value >= 0 if allow_zero else value > 0)
-                    or value == float('inf')):
-                bound = '>= 0' if allow_zero else '> 0'
-                raise ValueError(f'{name} must be a finite number {bound}, '
-                                 f'got {value!r}')
-            return float(value)
+        def check_head(head_cls: type) -> None:
+            if not hasattr(head_cls, 'classifier'):
+                raise TypeError('DDNNClassifier needs a head that classifies '
+                                'per net (e.g. mmekd.MultiNetClsHead), got '
+                                f'{head_cls.__name__}')
 
-        self.sub_ce_weight = weight('sub_ce_weight', sub_ce_weight, True)
-        self.full_loss_weight = weight('full_loss_weight', full_loss_weight,
-                                       False)
-        subs = self.backbone.sub_net_names
-        if (self.sub_ce_weight == 0 and subs and self.kl_loss is None
-                and self.at_loss is None):
+        if head is None:
+            raise ValueError('DDNNClassifier needs a head config')
+        if isinstance(head, nn.Module):
+            check_head(type(head))
+            return head
+        head = copy.deepcopy(head)
+        head_cls = head.get('type')
+        if isinstance(head_cls, str):
+            head_cls = MODELS.get(head_cls)
+        if isinstance(head_cls, type):
+            check_head(head_cls)
+        given = head.get('net_names')
+        if given is not None and list(given) != net_names:
             raise ValueError(
-                'sub_ce_weight=0 with kl_loss=None and at_loss=None leaves '
-                'the sub-nets without any loss; set a distillation loss or '
-                'sub_ce_weight > 0')
-        if train_nets not in self.TRAIN_NETS:
-            raise ValueError(f'train_nets must be one of {self.TRAIN_NETS}, '
-                             f'got {train_nets!r}')
-        self.train_nets = train_nets
-        self._smallest = None
-        self._middle: List[str] = []
-        if train_nets != 'all' and subs:
-            sizes = {n: sum(self.backbone.blocks_per_stage(n)) for n in subs}
-            fewest = min(sizes.values())
-            smallest = [n for n in subs if sizes[n] == fewest]
-            if len(smallest) > 1:
-                raise ValueError(
-                    f'train_nets={train_nets!r} needs one smallest sub-net, '
-                    f'but {smallest} all have {fewest} blocks; make their '
-                    'sub_stage_blocks differ in size or use '
-                    "train_nets='all'")
-            self._smallest = smallest[0]
-            self._middle = [n for n in subs if n != self._smallest]
-        if train_nets == 'sandwich_random' and not self._middle:
-            raise ValueError(
-                "train_nets='sandwich_random' draws one sub-net besides the "
-                f'smallest, but the backbone has only {subs}; use '
-                "train_nets='sandwich' (or add sub_stage_blocks)")
-        self._draws = 0  # training steps drawn outside a runner
-        if kl_topk is not None:
-            classes = self.head.num_classes
-            if (isinstance(kl_topk, bool) or not isinstance(kl_topk, int)
-                    or not 1 <= kl_topk <= classes):
-                raise ValueError(f'kl_topk must be None or an int in [1, '
-                                 f'{classes}] (the head\'s num_classes), got '
-                                 f'{kl_topk!r}')
-            if self.kl_loss is None:
-                raise ValueError('kl_topk is set but kl_loss is None; set '
-                                 'kl_loss or kl_topk=None')
-        self.kl_topk = kl_topk
+                f'head.net_names {list(given)} do not match the '
+                f"backbone's nets {net_names}")
+        head['net_names'] = net_names
+        head = MODELS.build(head)
+        check_head(type(head))
+        return head
 
     def nets_to_train(self) -> List[str]:
-        """The nets one training step runs (see ``train_nets``), in
-        ``net_names`` order. ``'sandwich_random'`` draws a new middle net on
-        every call."""
-        if self.train_nets == 'all' or self._smallest is None:
-            return self.net_names
-        keep = {FULL_NET, self._smallest}
-        if self.train_nets == 'sandwich_random':
-            hub = MessageHub.get_current_instance()
-            seed, step = hub.get_info('seed'), hub.get_info('iter')
-            if step is None:  # not in a runner's training loop
-                seed, step = 0, self._draws
-            self._draws += 1
-            # A fresh generator per step: the draw depends on (seed, step)
-            # only, not on how many draws came before (exact resume).
-            keep.add(random.Random(f'{seed or 0}:{step}').choice(
-                self._middle))
-        return [n for n in self.net_names if n in keep]
+        """The nets one training step runs (``train_nets``, drawn by
+        :attr:`sampler`), in ``net_names`` order."""
+        return self.sampler.draw()
 
     def init_weights(self):
         super().init_weights()
@@ -312,15 +235,16 @@ class DDNNClassifier(ImageClassifier):
     def net_names(self) -> List[str]:
         return self.backbone.net_names
 
-    def _check_net(self, net: str) -> str:
-        return check_net_name(net, self.backbone.net_names)
-
     # ------------------------------------------------------------------ #
-    # features and scores
+    # features and scores (net names are checked by the backbone's
+    # forward_nets, the public door of every forward)
     # ------------------------------------------------------------------ #
-    def _pool(self, stage_outs: Tuple[torch.Tensor]) -> Tuple[torch.Tensor]:
-        x = (stage_outs[-1], )
-        return self.neck(x) if self.with_neck else x
+    def net_logits(self, feats: Sequence[torch.Tensor],
+                   net: str) -> torch.Tensor:
+        """Logits of ``net`` from its stage outputs (the last one, through
+        the neck, to the net's classifier)."""
+        x = (feats[-1], )
+        return self.head(self.neck(x) if self.with_neck else x, net=net)
 
     def forward_nets(
         self,
@@ -335,10 +259,7 @@ class DDNNClassifier(ImageClassifier):
         """
         nets = list(nets or self.net_names)
         feats = dict(zip(nets, self.backbone.forward_nets(inputs, nets)))
-        logits = {
-            net: self.head(self._pool(feats[net]), net=net)
-            for net in nets
-        }
+        logits = {net: self.net_logits(feats[net], net) for net in nets}
         return logits, feats
 
     def extract_feat(self,
@@ -350,11 +271,11 @@ class DDNNClassifier(ImageClassifier):
         if stage not in ('backbone', 'neck', 'pre_logits'):
             raise ValueError(f"stage must be 'backbone', 'neck' or "
                              f"'pre_logits', got {stage!r}")
-        net = self._check_net(net or self.predict_net)
-        x = self.backbone.forward_nets(inputs, [net])[0]
+        x = self.backbone.forward_nets(inputs, [net or self.predict_net])[0]
         if stage == 'backbone':
             return x
-        x = self._pool(x)
+        x = (x[-1], )
+        x = self.neck(x) if self.with_neck else x
         return x if stage == 'neck' else self.head.pre_logits(x)
 
     def forward(self,
@@ -383,62 +304,16 @@ class DDNNClassifier(ImageClassifier):
                        feats: Dict[str, Tuple[torch.Tensor]],
                        targets: Union[torch.Tensor, List[DataSample]]
                        ) -> Dict[str, torch.Tensor]:
-        """The loss terms for the nets present in ``logits``.
+        """The loss terms (:attr:`ekd`) for the nets present in ``logits``.
 
         ``targets`` are the batch's data samples or the tensor
         ``head.targets(data_samples)`` makes of them. With distillation, the
         teacher (full net) must be among the nets when a sub-net is.
         """
-        students = [n for n in logits if n != FULL_NET]
-        if self._distills and students and FULL_NET not in logits:
-            raise ValueError('distillation needs the full net (teacher)')
         if not torch.is_tensor(targets):
             targets = self.head.targets(targets)
-        losses = dict()
-        for net, score in logits.items():
-            losses.update(self.label_loss(net, score, targets))
-        for net in students if self._distills else []:
-            losses.update(self.distill_losses(net, logits[net], feats[net],
-                                              logits[FULL_NET],
-                                              feats[FULL_NET]))
-        return losses
-
-    @property
-    def _distills(self) -> bool:
-        return self.kl_loss is not None or (self.at_loss is not None
-                                            and bool(self.at_stages))
-
-    def label_loss(self, net: str, score: torch.Tensor,
-                   target: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``{'loss_ce_<net>': ...}``: the head's loss of one net against
-        ``target`` (``head.targets(data_samples)``), weighted
-        (``full_loss_weight`` / ``sub_ce_weight``; nothing for weight 0)."""
-        w = self.full_loss_weight if net == FULL_NET else self.sub_ce_weight
-        if w == 0:
-            return {}
-        ce = self.head.loss_by_target(score, target)
-        return {f'loss_ce_{net}': ce if w == 1 else w * ce}
-
-    def distill_losses(self, net: str, logits: torch.Tensor,
-                       feats: Tuple[torch.Tensor],
-                       teacher_logits: torch.Tensor,
-                       teacher_feats: Tuple[torch.Tensor]
-                       ) -> Dict[str, torch.Tensor]:
-        """The EKD terms of student ``net`` (the teacher is detached)."""
-        losses = {}
-        if self.kl_loss is not None:
-            student, teacher = logits, teacher_logits.detach()
-            if self.kl_topk is not None:
-                top = teacher.topk(self.kl_topk, dim=1).indices
-                student, teacher = student.gather(1, top), \
-                    teacher.gather(1, top)
-            losses[f'loss_kl_{net}'] = self.kl_loss(student, teacher)
-        if self.at_loss is not None and self.at_stages:
-            pos = [self._stage_pos[s] for s in self.at_stages]
-            losses[f'loss_at_{net}'] = self.at_loss(
-                [feats[p] for p in pos],
-                [teacher_feats[p].detach() for p in pos])
-        return losses
+        return self.ekd.terms(logits, feats, targets,
+                              self.head.loss_by_target)
 
     # ------------------------------------------------------------------ #
     # training step
@@ -454,7 +329,10 @@ class DDNNClassifier(ImageClassifier):
         ``optim_wrapper.backward`` (loss scaling) after
         ``optim_wrapper.scale_loss`` (gradient accumulation), the step counts
         as one iteration of ``accumulative_counts``, and the returned
-        ``log_vars`` are :meth:`parse_losses` of all loss terms.
+        ``log_vars`` are :meth:`parse_losses` of all loss terms. The
+        memory-efficient step needs a
+        :class:`~.multi_backward.MultiBackwardOptimWrapper`
+        (``mmekd.SafeOptimWrapper`` / ``SafeAmpOptimWrapper``).
         """
         self._fence_channels_last(torch.compiler.is_compiling())
         if self.train_step_mode == 'simple':
@@ -465,21 +343,17 @@ class DDNNClassifier(ImageClassifier):
 
     @staticmethod
     def optimizer_step(log_vars: Dict[str, torch.Tensor],
-                       optim_wrapper: OptimWrapper,
+                       optim_wrapper: MultiBackwardOptimWrapper,
                        before_update: Optional[Callable[[], None]] = None
                        ) -> None:
         """The end of the memory-efficient step, after
-        :meth:`backward_step`: check the loss, then (when the wrapper
-        updates, see ``accumulative_counts``) ``before_update()`` (a DDP
-        wrapper averages gradients there), step and zero the gradients."""
-        # mmekd.SafeOptimWrapper: a non-finite loss stops training or skips
-        # the step (its update_params, which does this otherwise, is not
-        # used by a step that back-propagates several times). With its
-        # deferred check (fused optimizer, see SafeOptimWrapper) nothing is
-        # read on the host: check returns True and the step below is
-        # skipped on the device (optimizer.found_inf); it is reported later.
-        check = getattr(optim_wrapper, 'check_backpropagated', None)
-        if check is not None and not check(log_vars['loss'], log_vars):
+        :meth:`backward_step`: the wrapper checks the iteration
+        (``check_backpropagated``: a non-finite loss stops training or
+        skips the step), then, when it updates (see
+        ``accumulative_counts``), ``before_update()`` (a DDP wrapper
+        averages gradients there), step and zero the gradients."""
+        if not optim_wrapper.check_backpropagated(log_vars['loss'],
+                                                  log_vars):
             return
         if optim_wrapper.should_update():
             if before_update is not None:
@@ -488,22 +362,29 @@ class DDNNClassifier(ImageClassifier):
             optim_wrapper.zero_grad()
 
     def backward_step(self, data: Union[dict, tuple, list],
-                      optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+                      optim_wrapper: MultiBackwardOptimWrapper
+                      ) -> Dict[str, torch.Tensor]:
         """Forward and backward of the memory-efficient step, without the
-        optimizer step (a DDP wrapper syncs gradients in between).
+        optimizer step (a DDP wrapper syncs gradients in between): every
+        net's losses go through ``optim_wrapper.backward`` inside one
+        ``optim_context``, which the wrapper counts as one iteration.
 
         Returns:
             dict[str, Tensor]: ``log_vars`` as :meth:`parse_losses` makes
             them from all loss terms.
         """
-        count = optim_wrapper._inner_count
+        if not isinstance(optim_wrapper, MultiBackwardOptimWrapper):
+            raise TypeError(
+                "train_step_mode='memory_efficient' back-propagates once per "
+                f'net in an iteration; {type(optim_wrapper).__name__} counts '
+                'every backward as an iteration. Use optim_wrapper.type='
+                "'mmekd.SafeOptimWrapper' (or 'mmekd.SafeAmpOptimWrapper' "
+                "for AMP), or train_step_mode='simple'")
 
         def backward(loss: torch.Tensor) -> None:
-            # optim_wrapper.backward scales the loss (AMP) and counts one
-            # iteration; several backward calls make one iteration here.
+            # Outside autocast, as MMEngine's own step back-propagates.
             with torch.autocast(loss.device.type, enabled=False):
                 optim_wrapper.backward(optim_wrapper.scale_loss(loss))
-            optim_wrapper._inner_count = count
 
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
@@ -513,7 +394,6 @@ class DDNNClassifier(ImageClassifier):
                                 f'{type(data).__name__}')
             losses = self._backward_nets(data['inputs'],
                                          data['data_samples'], backward)
-        optim_wrapper._inner_count = count + 1
         _, log_vars = self.parse_losses(
             OrderedDict((k, v.detach()) for k, v in losses.items()))
         return log_vars
@@ -580,7 +460,7 @@ class DDNNClassifier(ImageClassifier):
                 net: Optional[str] = None) -> List[DataSample]:
         """Predictions of ``net`` (default ``predict_net``); with
         ``eval_all_nets`` every net is scored in the same pass."""
-        net = self._check_net(net or self.predict_net)
+        net = check_net_name(net or self.predict_net, self.net_names)
         nets = self.net_names if self.eval_all_nets else [net]
         logits, _ = self.forward_nets(inputs, nets)
         preds = self.head.predict_scores(logits[net], data_samples)

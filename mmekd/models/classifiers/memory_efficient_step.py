@@ -98,8 +98,8 @@ def build_plan(model, nets: List[str]) -> Plan:
     """
     backbone = model.backbone
     feat_stages = {backbone.num_stages - 1}
-    if model.at_loss is not None and len(nets) > 1:
-        feat_stages.update(model.at_stages)
+    if len(nets) > 1:
+        feat_stages.update(model.ekd.distilled_stages)
     segs: List[dict] = []
     roots: List[int] = []
 
@@ -143,7 +143,7 @@ def build_plan(model, nets: List[str]) -> Plan:
     # Which ends a segment can finish itself: a net running alone there,
     # and (a student that distills) only once the teacher is done, i.e.
     # after the teacher's segment in walk order.
-    teacher_done = FULL_NET not in nets or not model._distills
+    teacher_done = FULL_NET not in nets or not model.ekd.distills
     segments = []
     for index, seg in enumerate(segs):
         finish = None
@@ -205,14 +205,9 @@ def finish_forward(model, net: str, feats: Dict[int, torch.Tensor],
         outputs (in ``out_indices`` order).
     """
     feats = tuple(feats[s] for s in sorted(feats))
-    logits = model.head(model._pool(feats), net=net)
-    if teacher is None:
-        losses = model.compute_losses({net: logits}, {net: feats}, target)
-    else:
-        losses = model.label_loss(net, logits, target)
-        if model._distills:
-            losses.update(model.distill_losses(net, logits, feats,
-                                               *teacher))
+    logits = model.net_logits(feats, net)
+    losses = model.ekd.net_terms(net, logits, feats, target,
+                                 model.head.loss_by_target, teacher)
     return losses, sum(losses.values()), logits, feats
 
 
@@ -291,7 +286,8 @@ class MemoryEfficientStep:
     def _finish(self, net: str) -> None:
         """Finish a net that ended in a segment which could not finish it
         (several nets there, or the teacher not done yet)."""
-        if net != FULL_NET and self.model._distills and self.teacher is None:
+        if net != FULL_NET and self.model.ekd.distills and \
+                self.teacher is None:
             self.pending.append(net)
             return
         fn = self.functions('finish', net, finish_forward)

@@ -61,9 +61,9 @@ def test_one_net_name_check():
 def test_teacher_label_loss_is_computed_once(tiny_ddnn_cfg, monkeypatch):
     """The memory-efficient step computes one label loss per net (it used
     to recompute the teacher's for every student and throw it away)."""
-    from mmengine.optim import OptimWrapper
     from mmpretrain.structures import DataSample
 
+    from mmekd.engine.optim import SafeOptimWrapper
     from mmekd.registry import MODELS
     tiny_ddnn_cfg['backbone']['sub_depths'] = [[1, 1, 1, 1], [2, 1, 1, 1]]
     model = MODELS.build(tiny_ddnn_cfg)
@@ -74,7 +74,7 @@ def test_teacher_label_loss_is_computed_once(tiny_ddnn_cfg, monkeypatch):
     batch = dict(inputs=torch.rand(4, 3, 16, 16) * 255,
                  data_samples=[DataSample().set_gt_label(i % 3)
                                for i in range(4)])
-    model.train_step(batch, OptimWrapper(
+    model.train_step(batch, SafeOptimWrapper(
         torch.optim.SGD(model.parameters(), lr=0.1)))
     assert len(calls) == 3
 

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from mmengine.optim import OptimWrapper
+from mmekd.engine.optim import SafeOptimWrapper
 from mmpretrain.structures import DataSample
 
 from mmekd.models.classifiers.compiled_step import (dynamo_counts,
@@ -50,7 +50,7 @@ def _build(cfg):
     return model.train()
 
 
-class ScaledOptimWrapper(OptimWrapper):
+class ScaledOptimWrapper(SafeOptimWrapper):
     """AMP-style loss scaling on CPU: backward of ``loss * scale``, the
     gradients unscaled before the step. A step that bypassed the wrapper's
     backward would update with 1/scale of the gradient."""

@@ -65,7 +65,7 @@ def test_build_from_registry():
     assert isinstance(model, DDNNClassifier)
     assert model.net_names == ['full', 'sub0']
     assert model.head.net_names == ['full', 'sub0']
-    assert model.at_stages == (0, 1, 2, 3)
+    assert model.ekd.at_stages == (0, 1, 2, 3)
     assert model.predict_net == 'full'
 
 
@@ -123,7 +123,7 @@ def test_at_stages_select_pairs(randomize_norms):
 
 def test_without_distillation_only_ce(randomize_norms):
     model = build_model(randomize_norms, kl_loss=None, at_loss=None)
-    assert model.kl_loss is None and model.at_loss is None
+    assert model.ekd.kl_loss is None and model.ekd.at_loss is None
     inputs, samples, _ = batch()
     losses = model.loss(inputs, samples)
     assert set(losses) == {'loss_ce_full', 'loss_ce_sub0'}

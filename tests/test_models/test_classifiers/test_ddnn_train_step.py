@@ -7,7 +7,7 @@ import gc
 
 import pytest
 import torch
-from mmengine.optim import OptimWrapper
+from mmekd.engine.optim import SafeOptimWrapper
 from mmpretrain.structures import DataSample
 from tool_loader import load_tool
 
@@ -64,7 +64,7 @@ def _data(n=4, size=8, seed=1):
     return dict(inputs=inputs, data_samples=samples)
 
 
-class RecordingWrapper(OptimWrapper):
+class RecordingWrapper(SafeOptimWrapper):
     """Keeps the gradients seen by each optimizer step; ``scale`` multiplies
     every backward's loss (as AMP's loss scaler does) and is undone before
     the step."""
@@ -154,7 +154,7 @@ def test_memory_efficient_equals_simple(kwargs, randomize_norms):
     nets = model.nets_to_train()
     # The log keys are all terms of compute_losses plus the total.
     assert {k for k in got[2][0] if k != 'loss'} >= {
-        f'loss_ce_{n}' for n in nets if n == 'full' or model.sub_ce_weight}
+        f'loss_ce_{n}' for n in nets if n == 'full' or model.ekd.sub_ce_weight}
     assert not any(k.endswith(n) for k in got[2][0]
                    for n in set(model.net_names) - set(nets))
     _assert_same(got[0], ref[0], got[2], ref[2], got[3], ref[3])
@@ -231,7 +231,7 @@ def test_memory_efficient_keeps_fewer_activations():
     for mode in ('simple', 'memory_efficient'):
         m = copy.deepcopy(model)
         m.train_step_mode = mode
-        wrapper = OptimWrapper(torch.optim.SGD(m.parameters(), lr=0.1))
+        wrapper = SafeOptimWrapper(torch.optim.SGD(m.parameters(), lr=0.1))
         with SavedTensorMeter(m) as meter:
             m.train_step(_data(n=8, size=16), wrapper)
         peaks[mode] = meter.peak
@@ -265,7 +265,7 @@ def test_step_leaves_no_reference_cycle(mode, kwargs):
     steps, hundreds of MB on a GPU."""
     model = _model(**kwargs).float()
     model.train_step_mode = mode
-    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    wrapper = SafeOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
     data = _data(n=8, size=16)
     model.train_step(data, wrapper)
     debug, n_garbage = gc.get_debug(), len(gc.garbage)
@@ -306,7 +306,7 @@ def test_memory_efficient_live_memory():
                              ('full', full_only, 'simple')]:
         m = copy.deepcopy(base)
         m.train_step_mode = mode
-        wrapper = OptimWrapper(
+        wrapper = SafeOptimWrapper(
             torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
         data = _data(n=8, size=16)
         m.train_step(data, wrapper)  # momentum buffers exist from here on

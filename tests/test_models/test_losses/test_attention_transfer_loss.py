@@ -116,7 +116,7 @@ def test_build_and_invalid_arguments():
         AttentionTransferLoss(mode='softmax')
     with pytest.raises(ValueError, match="mode must be 'activation' or"):
         attention_map(torch.zeros(1, 1, 2, 2), mode='softmax')
-    with pytest.raises(ValueError, match='p must be > 0'):
+    with pytest.raises(ValueError, match='p must be a finite number > 0'):
         AttentionTransferLoss(p=0)
     loss = AttentionTransferLoss()
     with pytest.raises(ValueError, match='2 student features but 1 teacher'):

@@ -103,7 +103,7 @@ def _under_autocast(loss, *args):
 def test_build_and_invalid_arguments():
     loss = MODELS.build(dict(type='mmekd.KLDivLoss', tau=2, loss_weight=3))
     assert (loss.tau, loss.loss_weight) == (2.0, 3.0)
-    with pytest.raises(ValueError, match='tau must be > 0'):
+    with pytest.raises(ValueError, match='tau must be a finite number > 0'):
         KLDivLoss(tau=0)
     with pytest.raises(ValueError, match='reduction must be'):
         KLDivLoss(reduction='mean')
