@@ -4,7 +4,8 @@ import re
 from typing import Dict, Optional
 
 import torch.nn as nn
-from mmengine.model import is_model_wrapper
+
+from mmekd.vocabulary import unwrap_model
 
 _NET_KEY = re.compile(
     r'^(?:(?P<prefix>.+)/)?(?P<net>full|sub\d+)/top(?P<k>\d+)$')
@@ -37,8 +38,8 @@ def format_net_table(metrics: Dict[str, float],
     if not table:
         return ''
     ks = sorted({k for accs in table.values() for k in accs})
-    if model is not None and is_model_wrapper(model):  # DDP: the model
-        model = model.module
+    if model is not None:
+        model = unwrap_model(model)
     backbone = getattr(model, 'backbone', None)
     header = ['net', 'blocks per stage'] + [f'top-{k} (%)' for k in ks]
     lines = ['| ' + ' | '.join(header) + ' |',

@@ -13,9 +13,12 @@ import math
 from typing import Optional
 
 
-def config_number(value, field: str, positive: bool = False) -> float:
+def config_number(value,
+                  field: str,
+                  positive: bool = False,
+                  maximum: Optional[float] = None) -> float:
     """``float(value)`` for a config field that must be a finite real number
-    ``>= 0`` (``> 0`` with ``positive``).
+    ``>= 0`` (``> 0`` with ``positive``), at most ``maximum`` if given.
 
     Refuses what ``float()`` would quietly accept or turn into nonsense: a
     string (``loss_weight='1'``), a bool, NaN or infinity, and negative
@@ -30,9 +33,12 @@ def config_number(value, field: str, positive: bool = False) -> float:
         raise TypeError(f'{field} must be a number, got {value!r} '
                         f'({type(value).__name__})')
     number = float(value)
-    if not math.isfinite(number) or number < 0 or (positive
-                                                   and number == 0):
-        need = '> 0' if positive else '>= 0'
+    if (not math.isfinite(number) or number < 0 or (positive and number == 0)
+            or (maximum is not None and number > maximum)):
+        if maximum is not None:
+            need = f"in {'(' if positive else '['}0, {maximum}]"
+        else:
+            need = '> 0' if positive else '>= 0'
         raise ValueError(f'{field} must be a finite number {need}, got '
                          f'{value!r}')
     return number

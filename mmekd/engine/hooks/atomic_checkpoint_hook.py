@@ -7,13 +7,13 @@ from contextlib import contextmanager
 
 from mmengine.dist import is_main_process
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
 from mmekd.registry import HOOKS
 from mmekd.utils.atomic_save import atomic_write, fsync_and_replace
 from mmekd.utils.finite import check_finite
+from mmekd.vocabulary import unwrap_model
 
 # What an interrupted save leaves: ``<name>.pth.tmp`` (a checkpoint) and
 # ``last_checkpoint.tmp<pid>``.
@@ -68,8 +68,7 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def _save_atomic(self, runner, filename: str, **kwargs) -> None:
         """``runner.save_checkpoint(out_dir, filename)`` via a temp file."""
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = unwrap_model(runner.model)
         check_finite(
             model.state_dict(), f'The model at iteration {runner.iter}',
             advice=f'Not saving {filename}: training diverged. Resume from '

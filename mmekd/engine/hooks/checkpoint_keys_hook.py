@@ -2,10 +2,10 @@
 """Refuse a checkpoint that does not fit the model."""
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
 from mmekd.registry import HOOKS
 from mmekd.utils.checkpoint_keys import check_loadable
+from mmekd.vocabulary import unwrap_model
 
 
 @HOOKS.register_module()
@@ -30,8 +30,7 @@ class CheckpointKeysHook(Hook):
         self.allow_unexpected = allow_unexpected
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = unwrap_model(runner.model)
         state_dict = checkpoint.get('state_dict', checkpoint)
         unexpected = check_loadable(
             model,

@@ -21,6 +21,7 @@ from mmekd.models.plain_net import build_plain, plain_net
 from mmekd.registry import HOOKS
 from mmekd.utils.atomic_save import atomic_write, fsync_and_replace
 from mmekd.utils.flops import complexity
+from mmekd.utils.numbers import config_int
 from mmekd.vocabulary import is_ddnn, unwrap_model
 
 STATE_KEY = 'knowledge_evolution'
@@ -126,12 +127,8 @@ class KnowledgeEvolutionHook(Hook):
                  evaluate_slim: Optional[bool] = None,
                  eval_split: str = 'val',
                  save_generation_ckpt: bool = True):
-        for name, value in (('num_generations', num_generations),
-                            ('epochs_per_generation', epochs_per_generation)):
-            if isinstance(value, bool) or not isinstance(value,
-                                                         int) or value < 1:
-                raise ValueError(f'{name} must be a positive int, got '
-                                 f'{value!r}')
+        config_int(num_generations, 'num_generations', minimum=1)
+        config_int(epochs_per_generation, 'epochs_per_generation', minimum=1)
         if split_mode not in SPLIT_MODES:
             raise ValueError(f'split_mode must be one of {SPLIT_MODES}, got '
                              f'{split_mode!r}')

@@ -3,6 +3,7 @@ from mmengine.hooks import Hook, LoggerHook
 from mmengine.runner import EpochBasedTrainLoop
 
 from mmekd.registry import HOOKS
+from mmekd.utils.numbers import config_int
 
 
 @HOOKS.register_module()
@@ -22,10 +23,8 @@ class ShortEpochLogIntervalHook(Hook):
     priority = 'LOW'
 
     def __init__(self, lines_per_epoch: int = 4):
-        if not isinstance(lines_per_epoch, int) or lines_per_epoch < 1:
-            raise ValueError('lines_per_epoch must be a positive int, got '
-                             f'{lines_per_epoch!r}')
-        self.lines_per_epoch = lines_per_epoch
+        self.lines_per_epoch = config_int(lines_per_epoch,
+                                          'lines_per_epoch', minimum=1)
 
     def before_train(self, runner) -> None:
         if not isinstance(runner.train_loop, EpochBasedTrainLoop):

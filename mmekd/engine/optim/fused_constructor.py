@@ -13,6 +13,7 @@ from torch.utils._foreach_utils import (_get_foreach_kernels_supported_devices,
                                         _get_fused_kernels_supported_devices)
 
 from mmekd.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmekd.vocabulary import unwrap_model
 
 # (name, parameter) pairs, as ``named_parameters`` gives them.
 Params = Sequence[Tuple[str, torch.Tensor]]
@@ -103,7 +104,7 @@ class FusedOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        module = model.module if hasattr(model, 'module') else model
+        module = unwrap_model(model)
         optimizer_cfg = self.optimizer_cfg
         optimizer_cls = optimizer_cfg['type']
         if isinstance(optimizer_cls, str):

@@ -251,8 +251,8 @@ class DepthDynamicResNet(ResNet):
     def walk_groups(self, nets: Sequence[str]) -> List[List[str]]:
         """The nets :meth:`walk_nets` runs together, group by group: all of
         them, or (``private_norm=True``: norms differ from the stem on, so
-        nothing is shared) one net per group, in the order of ``nets``."""
-        nets = [self.tree.check_net(n) for n in nets]
+        nothing is shared) one net per group, in the order of ``nets``
+        (names already checked)."""
         return [[n] for n in nets] if self.private_norm is True else [nets]
 
     def group_context(self, group: Sequence[str]):

@@ -203,7 +203,8 @@ class NetTree:
 
         Args:
             x (Tensor): Input of the first block.
-            nets (Sequence[str]): The nets to run.
+            nets (Sequence[str]): The nets to run (names already checked
+                at the public door, e.g. the backbone's ``forward_nets``).
             run_block: ``run_block(stage, block, x, net) -> y``.
             out_stages (Sequence[int]): Stages whose output is a feature
                 (the backbone's ``out_indices``).
@@ -212,7 +213,7 @@ class NetTree:
                 below are given (and their features) and a function called
                 once the tree below the block is done (or None).
         """
-        items = [(self.check_net(n), self.paths[n]) for n in nets]
+        items = [(n, self.paths[n]) for n in nets]
         self._walk(x, items, 0, run_block, set(out_stages), visit)
 
     def _walk(self, x: torch.Tensor, items: List[Tuple[str, Path]],

@@ -23,6 +23,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from mmekd.utils.numbers import config_number
+
 SPLIT_MODES = ('kels', 'wels')
 # Layers that own parameters but are never split: their parameters (and
 # statistics) are part of both hypotheses and carry over unchanged.
@@ -39,11 +41,7 @@ def keep_count(rate: float, channels: int) -> int:
 
 def check_split_rate(rate: float) -> float:
     """Validate a split rate ``s`` in ``(0, 1]``."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or \
-            not 0 < rate <= 1:
-        raise ValueError(f'split_rate must be a number in (0, 1], got '
-                         f'{rate!r}')
-    return float(rate)
+    return config_number(rate, 'split_rate', positive=True, maximum=1.0)
 
 
 def _pack_bits(mask: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmekd.utils.numbers import config_int
 from mmekd.vocabulary import check_net_name, is_ddnn, unwrap_model
 
 
@@ -73,9 +74,7 @@ def recalibrate_bn(model: nn.Module,
         int: The number of batches the statistics were averaged over:
         ``num_batches``, or fewer when the dataloader ran out first.
     """
-    if not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f'num_batches must be a positive int, got '
-                         f'{num_batches!r}')
+    config_int(num_batches, 'num_batches', minimum=1)
     inner = unwrap_model(model)
     multi_net = is_ddnn(inner)
     if multi_net:

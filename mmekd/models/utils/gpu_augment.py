@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mmpretrain.models.utils import ClsDataPreprocessor
 
 from mmekd.registry import MODELS
+from mmekd.utils.numbers import config_int, config_number
 
 
 def random_pad_crop_flip(
@@ -96,18 +97,10 @@ class GPUAugmentPreprocessor(ClsDataPreprocessor):
                  seed: Optional[int] = None,
                  **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(padding, int) or padding < 0:
-            raise ValueError(f'padding must be an int >= 0, got {padding!r}')
-        if crop_size is not None and (not isinstance(crop_size, int)
-                                      or crop_size < 1):
-            raise ValueError(
-                f'crop_size must be a positive int or None, got '
-                f'{crop_size!r}')
-        if not 0.0 <= flip_prob <= 1.0:
-            raise ValueError(f'flip_prob must be in [0, 1], got {flip_prob}')
-        self.padding = padding
-        self.crop_size = crop_size
-        self.flip_prob = flip_prob
+        self.padding = config_int(padding, 'padding')
+        self.crop_size = config_int(crop_size, 'crop_size', minimum=1,
+                                    allow_none=True)
+        self.flip_prob = config_number(flip_prob, 'flip_prob', maximum=1.0)
         self.seed = seed
         self._generator = None
 
