@@ -11,9 +11,8 @@ from .costs import input_size, net_costs
 from .export import (ExportError, build_model, check_exact, check_net,
                      check_net_in_checkpoint, export_subnet, export_to_files,
                      exported_checkpoint, exported_config, load_config,
-                     load_ddnn_model, net_arch_name, net_depth,
-                     plain_model_cfg, read_checkpoint, standard_depth,
-                     trained_nets)
+                     load_ddnn_model, net_arch_name, plain_model_cfg,
+                     read_checkpoint, trained_nets)
 from .model_zoo import (UnpublishedWeightsError, model_index_path,
                         register_model_zoo, unpublished_weights_message)
 from .onnx_export import LogitsModel, export_onnx, onnx_logits, verify_onnx
@@ -23,8 +22,8 @@ __all__ = [
     'input_size', 'net_costs', 'ExportError', 'build_model', 'check_exact',
     'check_net', 'check_net_in_checkpoint', 'export_subnet',
     'export_to_files', 'exported_checkpoint', 'exported_config',
-    'load_config', 'load_ddnn_model', 'net_arch_name', 'net_depth',
-    'plain_model_cfg', 'read_checkpoint', 'standard_depth', 'trained_nets',
+    'load_config', 'load_ddnn_model', 'net_arch_name', 'plain_model_cfg',
+    'read_checkpoint', 'trained_nets',
     'model_index_path', 'register_model_zoo', 'UnpublishedWeightsError',
     'unpublished_weights_message', 'LogitsModel', 'export_onnx',
     'onnx_logits', 'verify_onnx', 'dataset_channel_order',

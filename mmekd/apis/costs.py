@@ -6,8 +6,7 @@ from typing import Dict, List, Optional, Tuple
 import torch.nn as nn
 from mmengine.config import Config
 
-from mmekd.models.plain_net import (build_plain, net_arch_name, plain_net,
-                                    standard_depth)
+from mmekd.models.plain_net import build_plain, net_arch_name, plain_net
 from mmekd.utils.flops import complexity
 from .export import build_model, load_config
 
@@ -64,8 +63,9 @@ def net_costs(config,
                 net=net,
                 arch=net_arch_name(model, net),
                 blocks=blocks,
-                standard=standard_depth(model.backbone.block, blocks)
-                is not None,
+                # exported to a stock MMPretrain class (no mmekd needed)
+                standard=not plain_cfg['backbone']['type'].startswith(
+                    'mmekd.'),
                 plain_type=plain_cfg['backbone']['type'],
                 input_size=hw,
                 **complexity(plain, (3, *hw))))

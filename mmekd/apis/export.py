@@ -26,8 +26,7 @@ from mmpretrain.registry import MODELS
 
 from mmekd.models.backbones import NetTree
 from mmekd.models.plain_net import (ExportError, check_exportable, check_net,
-                                    net_arch_name, net_depth, plain_model_cfg,
-                                    plain_net, standard_depth)
+                                    net_arch_name, plain_model_cfg, plain_net)
 from mmekd.models.utils import recalibrate_bn as recalibrate_net_bn
 from mmekd.utils.checkpoint_keys import compare_state_dict, warn_shared_stats
 from mmekd.utils.finite import check_finite
@@ -41,8 +40,8 @@ from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
                            write_image_folder)
 
 __all__ = [
-    'ExportError', 'check_net', 'net_arch_name', 'net_depth',
-    'plain_model_cfg', 'standard_depth', 'export_subnet', 'check_exact',
+    'ExportError', 'check_net', 'net_arch_name', 'plain_model_cfg',
+    'export_subnet', 'check_exact',
     'load_config', 'build_model', 'read_checkpoint', 'trained_nets',
     'load_ddnn_model', 'check_net_in_checkpoint', 'exported_config',
     'exported_checkpoint', 'export_to_files'

@@ -2,37 +2,35 @@
 """One net of a DDNN as a plain, single-net classifier: its config and its
 weights.
 
-A net whose blocks per stage are those of a standard ResNet becomes
-MMPretrain's own ``ResNet`` / ``ResNet_CIFAR`` (loadable without mmekd);
-any other net becomes an :class:`mmekd.DepthDynamicResNet` in single-net
-mode (``stage_blocks=...``, no sub-nets). Block indices are renumbered to
-``0..k-1`` and the net's private BatchNorm / classifier copies are taken.
-Files, configs on disk and checkpoints are :mod:`mmekd.apis.export`'s.
+The backbone says what its nets are as stock models
+(``plain_backbone_cfg``: MMPretrain's own class and arch where one exists,
+e.g. ``ResNet(depth=18)``, ``ConvNeXt(arch='tiny')``; an arch dict or a
+single-net depth-dynamic backbone otherwise) and where a block's weights are
+(``plain_key``: blocks renumbered ``0..k-1``); the net's private BatchNorm /
+classifier copies are taken. Files, configs on disk and checkpoints are
+:mod:`mmekd.apis.export`'s.
 
 Example::
 
     >>> cfg, state_dict = plain_net(ddnn, 'sub0', config.model)
-    >>> plain = MODELS.build(cfg)
+    >>> plain = build_plain(cfg)
     >>> plain.load_state_dict(state_dict)  # same logits as ddnn's sub0
 """
 import copy
 import inspect
-import re
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope
-from mmpretrain.models import ImageClassifier, ResNet
-from mmpretrain.models.backbones.resnet import Bottleneck
+from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 
 from mmekd.vocabulary import (FULL_NET, UnknownNetError, check_net_name,
                               unwrap_model)
-from .backbones import (DepthDynamicResNet, DepthDynamicResNetCIFAR,
-                        dynamic_only_args)
+from .backbones.depth_dynamic import DepthDynamicMixin
 from .backbones.per_net_norm import PER_NET_NORMS
 
 # Arguments of our head that a plain single-net head lacks.
@@ -43,7 +41,6 @@ _MULTI_NET_HEAD_KEYS = ('type', 'net_names', 'private_fc', 'init_cfg')
 _CARRIED_KEYS = tuple(
     k for k in inspect.signature(ImageClassifier.__init__).parameters
     if k not in ('self', 'backbone', 'neck', 'head', 'init_cfg'))
-_LAYER_KEY = re.compile(r'^backbone\.(layer\d+)\.(\d+)\.(.+)$')
 
 
 class ExportError(ValueError):
@@ -55,12 +52,12 @@ def check_exportable(model: nn.Module) -> nn.Module:
     plain form, else raise :class:`ExportError`."""
     model = unwrap_model(model)
     backbone = getattr(model, 'backbone', None)
-    if not isinstance(backbone, DepthDynamicResNet) or not hasattr(
+    if not isinstance(backbone, DepthDynamicMixin) or not hasattr(
             model, 'forward_nets'):
         raise ExportError(
-            'export needs an mmekd.DDNNClassifier with an '
-            'mmekd.DepthDynamicResNet(CIFAR) backbone, got '
-            f'{type(model).__name__} with '
+            'export needs an mmekd.DDNNClassifier with a depth-dynamic '
+            'backbone (mmekd.DepthDynamicResNet, ConvNeXt, SwinTransformer, '
+            f'VisionTransformer), got {type(model).__name__} with '
             f'{type(backbone).__name__ if backbone is not None else "none"}')
     if not hasattr(model.head, 'classifier'):
         raise ExportError('export needs an mmekd.MultiNetClsHead head, got '
@@ -77,30 +74,10 @@ def check_net(model: nn.Module, net: str) -> str:
         raise ExportError(str(e)) from None
 
 
-def standard_depth(block: type, blocks_per_stage: Sequence[int]
-                   ) -> Optional[int]:
-    """The MMPretrain ResNet depth with this block type and these blocks per
-    stage (e.g. BasicBlock, ``[2, 2, 2, 2]`` -> 18), or None."""
-    for depth, (arch_block, arch_blocks) in ResNet.arch_settings.items():
-        if arch_block is block and tuple(arch_blocks) == tuple(
-                blocks_per_stage):
-            return depth
-    return None
-
-
-def net_depth(block: type, blocks_per_stage: Sequence[int]) -> int:
-    """Layer count of a ResNet (convolutions on the main path + stem + fc):
-    ``2`` per BasicBlock, ``3`` per Bottleneck, plus 2."""
-    per_block = 3 if issubclass(block, Bottleneck) else 2
-    return per_block * sum(blocks_per_stage) + 2
-
-
 def net_arch_name(model: nn.Module, net: str) -> str:
-    """Short name of a net's architecture, e.g. ``'resnet18'`` (or
-    ``'resnet10'`` for BasicBlock ``[1, 1, 1, 1]``)."""
-    backbone = unwrap_model(model).backbone
-    return 'resnet%d' % net_depth(backbone.block,
-                                  backbone.blocks_per_stage(net))
+    """Short name of a net's architecture, e.g. ``'resnet18'``,
+    ``'convnext-tiny'``."""
+    return unwrap_model(model).backbone.net_arch_name(net)
 
 
 def model_cfg_dict(model_cfg) -> dict:
@@ -128,34 +105,13 @@ def plain_model_cfg(model: nn.Module, net: str, model_cfg) -> dict:
             whole config (then a top-level ``data_preprocessor`` is included).
 
     Returns:
-        dict: An ``ImageClassifier`` config with a ``ResNet`` /
-        ``ResNet_CIFAR`` backbone when the net is a standard depth, else an
-        ``mmekd.DepthDynamicResNet(CIFAR)`` single-net backbone.
+        dict: An ``ImageClassifier`` config with the backbone's
+        ``plain_backbone_cfg`` and a ``LinearClsHead``.
     """
     model = check_exportable(model)
     check_net(model, net)
     src = model_cfg_dict(model_cfg)
-    backbone = model.backbone
-    blocks = backbone.blocks_per_stage(net)
-    cifar = isinstance(backbone, DepthDynamicResNetCIFAR)
-
-    dynamic = ('type', 'init_cfg', *dynamic_only_args())
-    bb_cfg = {k: v for k, v in src['backbone'].items() if k not in dynamic}
-    bb_cfg.pop('depth', None)
-    depth = standard_depth(backbone.block, blocks)
-    if depth is not None:
-        bb_cfg = dict(
-            type='ResNet_CIFAR' if cifar else 'ResNet', depth=depth, **bb_cfg)
-    else:
-        bb_cfg = dict(
-            type=('mmekd.DepthDynamicResNetCIFAR'
-                  if cifar else 'mmekd.DepthDynamicResNet'),
-            depth=backbone.depth,
-            stage_blocks=list(blocks),
-            **bb_cfg)
-    # The classifier reads the last stage only; the other outputs fed
-    # attention distillation during training.
-    bb_cfg['out_indices'] = (backbone.num_stages - 1, )
+    bb_cfg = model.backbone.plain_backbone_cfg(net, dict(src['backbone']))
 
     head_cfg = {
         k: v
@@ -174,17 +130,12 @@ def plain_model_cfg(model: nn.Module, net: str, model_cfg) -> dict:
 
 
 def _source_key(model: nn.Module, net: str, key: str) -> str:
-    """Key in the DDNN state dict of the plain model's parameter ``key``."""
-    blocks = model.backbone.net_blocks[net]
-    m = _LAYER_KEY.match(key)
-    if m:
-        stage = model.backbone.res_layers.index(m.group(1))
-        idx = int(m.group(2))
-        key = (f'backbone.{m.group(1)}.{blocks[stage][idx]}.'
-               f'{m.group(3)}')
-    module_name, _, tensor_name = key.rpartition('.')
+    """Key in the DDNN state dict of the plain model's tensor ``key``."""
+    if key.startswith('backbone.'):
+        key = 'backbone.' + model.backbone.plain_key(net, key[9:])
     if net == FULL_NET:
         return key
+    module_name, _, tensor_name = key.rpartition('.')
     module = model.get_submodule(module_name)
     if isinstance(module, PER_NET_NORMS):
         return f'{module_name}.{module.state_key(net, tensor_name)}'

@@ -9,8 +9,7 @@ from mmpretrain.registry import MODELS
 from torch.testing import assert_close
 
 from mmekd.apis import (ExportError, build_model, export_subnet,
-                        export_to_files, load_ddnn_model, plain_model_cfg,
-                        standard_depth)
+                        export_to_files, load_ddnn_model, plain_model_cfg)
 from tiny_ddnn import CLASSES, randomize, tiny_model_files, write_checkpoint, \
     write_config
 
@@ -82,12 +81,14 @@ def test_export_renumbers_spread_blocks(tmp_path):
 
 
 def test_standard_depth():
-    from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck
-    assert standard_depth(BasicBlock, [2, 2, 2, 2]) == 18
-    assert standard_depth(BasicBlock, [3, 4, 6, 3]) == 34
-    assert standard_depth(Bottleneck, [3, 4, 6, 3]) == 50
-    assert standard_depth(Bottleneck, [2, 2, 2, 2]) is None
-    assert standard_depth(BasicBlock, [1, 1, 1, 1]) is None
+    from mmekd.models.backbones import DepthDynamicResNet
+    basic = DepthDynamicResNet(18, base_channels=2, stem_channels=2)
+    bottleneck = DepthDynamicResNet(50, base_channels=2, stem_channels=2)
+    assert basic.standard_depth([2, 2, 2, 2]) == 18
+    assert basic.standard_depth([3, 4, 6, 3]) == 34
+    assert bottleneck.standard_depth([3, 4, 6, 3]) == 50
+    assert bottleneck.standard_depth([2, 2, 2, 2]) is None
+    assert basic.standard_depth([1, 1, 1, 1]) is None
 
 
 def test_export_to_files_plain_checkpoint(tmp_path):

@@ -4,16 +4,18 @@ shallower sub-nets (fewer blocks per stage, same block type)."""
 import inspect
 import warnings
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmpretrain.models.backbones import ResNet, ResNet_CIFAR
+from mmpretrain.models.backbones.resnet import Bottleneck
 from torch.nn.modules.batchnorm import _NormBase
 
 from mmekd.registry import MODELS
 from mmekd.vocabulary import FULL_NET
-from .net_tree import NetTree, SubNetSpec, TreeNode, Visit
+from .depth_dynamic import DepthDynamicMixin
+from .net_tree import SubNetSpec
 from .per_net_norm import (PrivateBatchNorm2d, PrivateStatsBatchNorm2d,
                            per_net_norms, use_net)
 
@@ -22,7 +24,7 @@ NORM_SHARING = {'shared': False, 'stats': 'stats', 'private': True}
 
 
 @MODELS.register_module()
-class DepthDynamicResNet(ResNet):
+class DepthDynamicResNet(DepthDynamicMixin, ResNet):
     """Depth-level dynamic ResNet (DDNN backbone).
 
     A full ImageNet-style ResNet whose sub-nets keep fewer blocks per stage
@@ -67,6 +69,9 @@ class DepthDynamicResNet(ResNet):
         stage_blocks (Sequence[int], optional): Override the full net's
             blocks per stage (block type still follows ``depth``), e.g.
             ``depth=34, stage_blocks=(3, 3, 3, 3)``. Defaults to None.
+        drop_path (str): With ``drop_path_rate > 0``: ``'full_net'``
+            (default) gives every net the full net's rate of each block;
+            ``'per_net'`` the rates a stock ResNet of its own depth gets.
         **kwargs: Other arguments of :class:`mmpretrain.models.ResNet`.
     """
 
@@ -78,6 +83,7 @@ class DepthDynamicResNet(ResNet):
                  private_norm: Optional[Union[bool, str]] = None,
                  stage_blocks: Optional[Sequence[int]] = None,
                  sub_depths: Optional[Sequence[SubNetSpec]] = None,
+                 drop_path: str = 'full_net',
                  **kwargs):
         if depth not in ResNet.arch_settings:
             # KeyError, as mmpretrain's ResNet raises for an unknown depth.
@@ -95,7 +101,6 @@ class DepthDynamicResNet(ResNet):
             # An instance-level table makes ResNet build these counts.
             self.arch_settings = {depth: (block, stage_blocks)}
         super().__init__(depth, **kwargs)
-        self.block_choice = block_choice
         if private_norm is not None:
             old = {False: 'shared', 'stats': 'stats', True: 'private'}
             if private_norm not in old or (private_norm is not True
@@ -114,8 +119,6 @@ class DepthDynamicResNet(ResNet):
         self.norm_sharing = norm_sharing
         # The same as False | 'stats' | True, for the code below.
         private_norm = self.private_norm = NORM_SHARING[norm_sharing]
-        # (stage, block) -> its PrivateStatsBatchNorm2d (private_norm='stats')
-        self._stats_norms: Dict[Tuple[int, int], List[nn.Module]] = {}
 
         field = 'sub_stage_blocks'
         if sub_depths is not None:
@@ -124,11 +127,10 @@ class DepthDynamicResNet(ResNet):
                 'sub_stage_blocks now (as stage_blocks is the full net\'s)',
                 DeprecationWarning, stacklevel=2)
             sub_stage_blocks, field = sub_depths, 'sub_depths'
-        self.tree = NetTree(self.stage_blocks, sub_stage_blocks, block_choice,
-                            field=field,
-                            arch=f'depth {self.depth}')
-        # {net: block indices per stage}, 'full' first.
-        self.net_blocks = self.tree.net_blocks
+        self.init_nets(self.stage_blocks, sub_stage_blocks, block_choice,
+                       field=field, arch=f'depth {self.depth}',
+                       drop_path_rate=kwargs.get('drop_path_rate', 0.0),
+                       drop_path=drop_path)
         if private_norm == 'stats':
             self._make_private_stats()
         elif private_norm:
@@ -191,7 +193,7 @@ class DepthDynamicResNet(ResNet):
                 norm = PrivateStatsBatchNorm2d(module, groups)
                 setattr(parent, child, norm)
                 norms.append(norm)
-            self._stats_norms[(stage, block)] = norms
+            self.add_per_net_modules(stage, block, norms)
 
     def init_weights(self):
         super().init_weights()
@@ -207,20 +209,13 @@ class DepthDynamicResNet(ResNet):
                 m.sync_sub_norms()
 
     # ------------------------------------------------------------------ #
-    # nets
+    # the family (see DepthDynamicMixin)
     # ------------------------------------------------------------------ #
-    @property
-    def net_names(self) -> List[str]:
-        """Names of all nets: ``'full'`` first, then ``'sub0'``, ..."""
-        return self.tree.net_names
+    def block_module(self, stage: int, block: int) -> nn.Module:
+        return getattr(self, self.res_layers[stage])[block]
 
-    @property
-    def sub_net_names(self) -> List[str]:
-        return [n for n in self.net_blocks if n != FULL_NET]
-
-    def blocks_per_stage(self, net: str) -> List[int]:
-        """Block count per stage of ``net``."""
-        return [len(s) for s in self.net_blocks[self.tree.check_net(net)]]
+    def block_prefix(self, stage: int, block: int) -> str:
+        return f'{self.res_layers[stage]}.{block}.'
 
     def use_net(self, net: str):
         """A context in which every per-net norm of the backbone runs as
@@ -228,9 +223,6 @@ class DepthDynamicResNet(ResNet):
         with its own norms)."""
         return use_net((m for _, m in per_net_norms(self)), net)
 
-    # ------------------------------------------------------------------ #
-    # forward
-    # ------------------------------------------------------------------ #
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem (everything before the first stage)."""
         if self.deep_stem:
@@ -239,69 +231,56 @@ class DepthDynamicResNet(ResNet):
             x = self.relu(self.norm1(self.conv1(x)))
         return self.maxpool(x)
 
-    def forward_block(self, stage: int, block: int, x: torch.Tensor,
-                      net: str) -> torch.Tensor:
-        """Run block ``block`` of stage ``stage`` on ``x`` as ``net`` (with
-        that net's running statistics if ``private_norm='stats'``)."""
-        module = getattr(self, self.res_layers[stage])[block]
-        norms = self._stats_norms.get((stage, block))
-        with use_net(norms, net) if norms else nullcontext():
-            return module(x)
-
     def walk_groups(self, nets: Sequence[str]) -> List[List[str]]:
-        """The nets :meth:`walk_nets` runs together, group by group: all of
-        them, or (``private_norm=True``: norms differ from the stem on, so
-        nothing is shared) one net per group, in the order of ``nets``
-        (names already checked)."""
-        return [[n] for n in nets] if self.private_norm is True else [nets]
+        """All nets together, or (``private_norm=True``: norms differ from
+        the stem on, so nothing is shared) one net per group, in the order
+        of ``nets`` (names already checked)."""
+        return [[n] for n in nets] if self.private_norm is True else [
+            list(nets)
+        ]
 
     def group_context(self, group: Sequence[str]):
-        """The context a group of :meth:`walk_groups` runs in, stem
-        included: its net's norms with ``private_norm=True``."""
+        """Its net's norms with ``private_norm=True``."""
         if self.private_norm is True:
             return self.use_net(group[0])
         return nullcontext()
 
-    def walk_nets(self, x: torch.Tensor, nets: Sequence[str],
-                  visit: Visit) -> None:
-        """Run ``nets`` on one batch through the net tree: the stem, then
-        every block once per distinct input (:meth:`NetTree.walk`), calling
-        ``visit(node, y)`` at each block. The one traversal behind
-        :meth:`forward_nets` and the memory-efficient training step.
-        """
-        for group in self.walk_groups(nets):
-            with self.group_context(group):
-                self.tree.walk(self.forward_stem(x), group,
-                               self.forward_block, self.out_indices, visit)
+    def standard_depth(self, blocks_per_stage: Sequence[int]
+                       ) -> Optional[int]:
+        """The MMPretrain ResNet depth with this backbone's block type and
+        these blocks per stage (e.g. ``[2, 2, 2, 2]`` -> 18), or None."""
+        for depth, (block, blocks) in ResNet.arch_settings.items():
+            if block is self.block and tuple(blocks) == tuple(
+                    blocks_per_stage):
+                return depth
+        return None
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        """Run the full net; same outputs as :class:`ResNet`."""
-        return self.forward_nets(x, [FULL_NET])[0]
+    def net_arch_name(self, net: str) -> str:
+        """E.g. ``'resnet18'`` (``'resnet10'`` for BasicBlock ``[1,1,1,1]``):
+        convolutions on the main path, 2 per BasicBlock, 3 per Bottleneck,
+        plus the stem and the classifier."""
+        per_block = 3 if issubclass(self.block, Bottleneck) else 2
+        return 'resnet%d' % (per_block * sum(self.blocks_per_stage(net)) + 2)
 
-    def forward_nets(self,
-                     x: torch.Tensor,
-                     nets: Optional[Sequence[str]] = None
-                     ) -> List[Tuple[torch.Tensor]]:
-        """Run several nets on one batch.
-
-        Args:
-            x (Tensor): Input images, ``(N, C, H, W)``.
-            nets (Sequence[str], optional): Nets to run. Defaults to all.
-
-        Returns:
-            list[tuple[Tensor]]: For each net, its stage outputs at
-            ``out_indices`` (as :meth:`ResNet.forward` returns them).
-        """
-        nets = [self.tree.check_net(n) for n in (nets or self.net_names)]
-        outs = {net: {} for net in nets}
-
-        def keep_features(node: TreeNode, y: torch.Tensor):
-            for net in node.features:
-                outs[net][node.stage] = y
-            return y, None
-
-        self.walk_nets(x, nets, keep_features)
-        return [tuple(outs[n][s] for s in sorted(outs[n])) for n in nets]
+    def plain_backbone_cfg(self, net: str, src: dict) -> dict:
+        """MMPretrain's ``ResNet`` / ``ResNet_CIFAR`` of the net's depth when
+        it is a standard one, else a single-net
+        ``mmekd.DepthDynamicResNet(CIFAR)`` (``stage_blocks=...``)."""
+        cifar = isinstance(self, ResNet_CIFAR)
+        dynamic = ('type', 'init_cfg', 'depth', *dynamic_only_args())
+        cfg = {k: v for k, v in src.items() if k not in dynamic}
+        blocks = self.blocks_per_stage(net)
+        depth = self.standard_depth(blocks)
+        if depth is not None:
+            cfg = dict(type='ResNet_CIFAR' if cifar else 'ResNet',
+                       depth=depth, **cfg)
+        else:
+            cfg = dict(type=('mmekd.DepthDynamicResNetCIFAR'
+                             if cifar else 'mmekd.DepthDynamicResNet'),
+                       depth=self.depth, stage_blocks=list(blocks), **cfg)
+        # The classifier reads the last stage only.
+        cfg['out_indices'] = (self.num_stages - 1, )
+        return cfg
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -14,8 +14,8 @@ run ``(0, 0), (0, 1)`` once, then the full net goes on with ``(0, 2)`` and
 the sub-net with ``(1, 0)``: the tree branches after block ``(0, 1)``.
 """
 from collections import OrderedDict
-from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
-                    Tuple, Union)
+from typing import (Callable, Dict, Hashable, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
 
 import torch
 
@@ -191,10 +191,15 @@ class NetTree:
     # ------------------------------------------------------------------ #
     # the traversal
     # ------------------------------------------------------------------ #
-    def walk(self, x: torch.Tensor, nets: Sequence[str],
+    def walk(self,
+             x: torch.Tensor,
+             nets: Sequence[str],
              run_block: Callable[[int, int, torch.Tensor, str],
                                  torch.Tensor],
-             out_stages: Sequence[int], visit: Visit) -> None:
+             out_stages: Sequence[int],
+             visit: Visit,
+             variant: Optional[Callable[[str, int, int], Hashable]] = None
+             ) -> None:
         """Run ``nets`` from ``x`` (the stem's output), each block once per
         distinct input, depth first in the order of ``nets``.
 
@@ -212,21 +217,33 @@ class NetTree:
                 :class:`TreeNode` and output; returns the tensor the nets
                 below are given (and their features) and a function called
                 once the tree below the block is done (or None).
+            variant: ``variant(net, stage, block)``: nets that agree on
+                the path but not on this value run the block separately
+                (e.g. different drop path rates in training). Defaults to
+                None (the path alone decides).
         """
         items = [(n, self.paths[n]) for n in nets]
-        self._walk(x, items, 0, run_block, set(out_stages), visit)
+        self._walk(x, items, 0, run_block, set(out_stages), visit, variant)
+
+    @staticmethod
+    def _key(net: str, path: Path, pos: int, variant) -> tuple:
+        """What groups nets at ``path[pos]``: the block, and the variant."""
+        return path[pos], variant(net, *path[pos]) if variant else None
 
     def _walk(self, x: torch.Tensor, items: List[Tuple[str, Path]],
-              pos: int, run_block, out_stages: set, visit: Visit) -> None:
+              pos: int, run_block, out_stages: set, visit: Visit,
+              variant) -> None:
         """Walk the subtree of the nets ``items`` (``(net, path)`` pairs
         that agree on ``path[:pos]``; ``x`` is the output of that common
         prefix). A method, not a closure: recursion leaves no reference
         cycle that would keep a step's activations alive."""
+        key = self._key
         groups = OrderedDict()
         for net, path in items:
             if pos < len(path):
-                groups.setdefault(path[pos], []).append((net, path))
-        for (stage, block), members in groups.items():
+                groups.setdefault(key(net, path, pos, variant), []).append(
+                    (net, path))
+        for ((stage, block), _), members in groups.items():
             y = run_block(stage, block, x, members[0][0])
             ends, features, nexts = [], [], set()
             for net, path in members:
@@ -234,13 +251,14 @@ class NetTree:
                 if last:
                     ends.append(net)
                 else:
-                    nexts.add(path[pos + 1])
+                    nexts.add(key(net, path, pos + 1, variant))
                 if stage in out_stages and (last
                                             or path[pos + 1][0] != stage):
                     features.append(net)
             node = TreeNode(stage, block, [n for n, _ in members], ends,
                             features, len(nexts))
             y, after = visit(node, y)
-            self._walk(y, members, pos + 1, run_block, out_stages, visit)
+            self._walk(y, members, pos + 1, run_block, out_stages, visit,
+                       variant)
             if after is not None:
                 after()

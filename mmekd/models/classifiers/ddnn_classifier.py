@@ -57,9 +57,10 @@ class DDNNClassifier(ImageClassifier):
             ``AttentionTransferLoss(p=2, mode='activation',
             loss_weight=10)``. ``None`` disables it. (Why 10 and not the
             attention-transfer paper's 1000: ``docs/results.md``.)
-        at_stages (Sequence[int]): Stages (0-based) whose outputs are matched
-            by attention distillation; each must be in the backbone's
-            ``out_indices``. Defaults to all of the backbone's stages.
+        at_stages (Sequence[int]): Stages (0-based) whose spatial maps are
+            matched by attention distillation. Defaults to the backbone's
+            ``distill_stages`` (ResNet: its ``out_indices``; ConvNeXt, Swin:
+            the four stages; ViT: its one stage).
         predict_net (str): Net used by ``predict`` and ``tensor`` mode.
             Defaults to ``'full'``.
         eval_all_nets (bool): ``predict`` also scores every other net.
@@ -146,10 +147,23 @@ class DDNNClassifier(ImageClassifier):
                 f'backbone.out_indices {tuple(out_indices)} must contain the '
                 f'last stage ({last}): the head classifies its output')
         subs = self.backbone.sub_net_names
+        if at_stages is None:
+            at_stages = self.backbone.distill_stages
+        at_stages = tuple(at_stages)
+        bad = [s for s in at_stages
+               if not isinstance(s, int) or not 0 <= s <= last]
+        if bad:
+            raise ValueError(
+                f'at_stages {at_stages}: {bad} are not stages of the '
+                f'backbone (0..{last})')
+        # The stages whose outputs every net's forward keeps: the backbone's
+        # (the last one is classified) and the distilled ones.
+        self.feature_stages = tuple(
+            sorted({*out_indices, *(at_stages if at_loss else ())}))
         self.ekd = EKDLoss(
             MODELS.build(kl_loss) if kl_loss else None,
             MODELS.build(at_loss) if at_loss else None,
-            stages=out_indices,
+            stages=self.feature_stages,
             at_stages=at_stages,
             sub_ce_weight=sub_ce_weight,
             full_loss_weight=full_loss_weight,
@@ -241,24 +255,35 @@ class DDNNClassifier(ImageClassifier):
     # ------------------------------------------------------------------ #
     def net_logits(self, feats: Sequence[torch.Tensor],
                    net: str) -> torch.Tensor:
-        """Logits of ``net`` from its stage outputs (the last one, through
-        the neck, to the net's classifier)."""
-        x = (feats[-1], )
+        """Logits of ``net`` from its raw stage outputs (the last one, in
+        the stock backbone's output format, through the neck, to the net's
+        classifier)."""
+        x = (self.backbone.stage_output(self.feature_stages[-1], feats[-1]), )
         return self.head(self.neck(x) if self.with_neck else x, net=net)
+
+    def stage_maps(self, feats: Sequence[torch.Tensor]
+                   ) -> Tuple[torch.Tensor, ...]:
+        """The spatial maps ``(N, C, H, W)`` of raw stage outputs (of
+        :attr:`feature_stages`), for attention distillation."""
+        return tuple(
+            self.backbone.stage_map(s, f)
+            for s, f in zip(self.feature_stages, feats))
 
     def forward_nets(
         self,
         inputs: torch.Tensor,
         nets: Optional[Sequence[str]] = None
     ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Tuple[torch.Tensor]]]:
-        """Logits and stage outputs of several nets on one batch.
+        """Logits and raw stage outputs of several nets on one batch.
 
         Returns:
-            tuple[dict, dict]: ``{net: logits (N, C)}`` and
-            ``{net: stage outputs at backbone.out_indices}``.
+            tuple[dict, dict]: ``{net: logits (N, C)}`` and ``{net: raw
+            outputs of the stages in feature_stages}`` (ResNet: the stage
+            outputs themselves).
         """
         nets = list(nets or self.net_names)
-        feats = dict(zip(nets, self.backbone.forward_nets(inputs, nets)))
+        feats = dict(zip(nets, self.backbone.forward_net_stages(
+            inputs, nets, self.feature_stages)))
         logits = {net: self.net_logits(feats[net], net) for net in nets}
         return logits, feats
 
@@ -312,7 +337,8 @@ class DDNNClassifier(ImageClassifier):
         """
         if not torch.is_tensor(targets):
             targets = self.head.targets(targets)
-        return self.ekd.terms(logits, feats, targets,
+        maps = {net: self.stage_maps(f) for net, f in feats.items()}
+        return self.ekd.terms(logits, maps, targets,
                               self.head.loss_by_target)
 
     # ------------------------------------------------------------------ #

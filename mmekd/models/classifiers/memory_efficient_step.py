@@ -136,9 +136,8 @@ def build_plan(model, nets: List[str]) -> Plan:
                 return _Token(None, y.segment), None
             return y, None
 
-        backbone.tree.walk(
-            _Token(None, None), group, run_block, backbone.out_indices,
-            visit)
+        backbone.walk(_Token(None, None), group, run_block,
+                      model.feature_stages, visit)
 
     # Which ends a segment can finish itself: a net running alone there,
     # and (a student that distills) only once the teacher is done, i.e.
@@ -200,15 +199,16 @@ def finish_forward(model, net: str, feats: Dict[int, torch.Tensor],
     ``(logits, feats)`` (None for the teacher itself).
 
     Returns:
-        tuple: ``(losses, total, logits, feats)``: the loss terms, their
-        sum (what is back-propagated) and the net's logits and stage
-        outputs (in ``out_indices`` order).
+        tuple: ``(losses, total, logits, maps)``: the loss terms, their
+        sum (what is back-propagated) and the net's logits and stage maps
+        (of ``model.feature_stages``, what the students distill).
     """
     feats = tuple(feats[s] for s in sorted(feats))
     logits = model.net_logits(feats, net)
-    losses = model.ekd.net_terms(net, logits, feats, target,
+    maps = model.stage_maps(feats)
+    losses = model.ekd.net_terms(net, logits, maps, target,
                                  model.head.loss_by_target, teacher)
-    return losses, sum(losses.values()), logits, feats
+    return losses, sum(losses.values()), logits, maps
 
 
 def simple_losses(model, inputs: torch.Tensor, target: torch.Tensor,
@@ -295,11 +295,11 @@ class MemoryEfficientStep:
                                self.target, self._teacher_for(net)))
 
     def _finished(self, net: str, result) -> None:
-        losses, total, logits, feats = result
+        losses, total, logits, maps = result
         self.backward(total)
         self.losses.update(losses)
         if net == FULL_NET:
-            self.teacher = (logits.detach(), tuple(f.detach() for f in feats))
+            self.teacher = (logits.detach(), tuple(f.detach() for f in maps))
             pending, self.pending = self.pending, []
             for student in pending:
                 self._finish(student)

@@ -258,9 +258,9 @@ def test_predict_and_tensor_modes(randomize_norms):
 
 
 @pytest.mark.parametrize('kwargs, error, match', [
-    (dict(at_stages=(0, 2)), ValueError,
-     r'at_stages \(0, 2\): stages \[0\] are not in backbone.out_indices '
-     r'\(2, 3\)'),
+    (dict(at_stages=(0, 4)), ValueError,
+     r'at_stages \(0, 4\): \[4\] are not stages of the backbone '
+     r'\(0..3\)'),
     (dict(backbone=dict(out_indices=(0, 1, 2))), ValueError,
      r'backbone.out_indices \(0, 1, 2\) must contain the last stage \(3\)'),
     (dict(predict_net='sub1'), ValueError,

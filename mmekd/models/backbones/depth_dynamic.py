@@ -1,0 +1,310 @@
+# Copyright (c) mmekd contributors. All rights reserved.
+"""One mechanism that makes a stage-built MMPretrain backbone depth-dynamic.
+
+A family (ResNet, ConvNeXt, Swin, ViT) subclasses its stock MMPretrain class
+and :class:`DepthDynamicMixin`, and describes once what is its own:
+
+- ``forward_stem(x)``: everything before the first block;
+- ``enter_stage(stage, x)``: what runs between stages, before block 0 of
+  ``stage > 0`` (ConvNeXt's downsample layers, Swin's patch merging; none
+  for ResNet, whose block 0 strides, and ViT, one stage);
+- ``run_block(stage, block, x)``: one block;
+- ``stage_output(stage, x)``: what the stock class returns for a stage in
+  ``out_indices`` (its final norms, pooling, token formats);
+- ``stage_map(stage, x)``: the stage's spatial map ``(N, C, H, W)`` before
+  any pooling, for attention distillation;
+- ``block_prefix(stage, block)``: the state-dict prefix of a block (export);
+- the stock config of one net (:meth:`plain_backbone_cfg`).
+
+Everything else lives here: the nets (:class:`NetTree`, the single owner of
+which blocks each net runs), the one traversal (:meth:`walk_nets`, computing
+the blocks several nets share once), per-net drop path rates, per-net
+modules switched with :func:`use_net`, and the stock-format
+:meth:`forward_nets`.
+
+Between blocks a family passes one tensor (ResNet/ConvNeXt ``NCHW``, Swin
+``NHWC`` tokens, ViT ``(N, 1 + L, C)`` tokens), so the memory-efficient step
+can cut and back-propagate anywhere.
+"""
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmcv.cnn.bricks.drop import DropPath, drop_path
+
+from mmekd.vocabulary import FULL_NET
+from .net_tree import NetTree, SubNetSpec, TreeNode, Visit
+from .per_net_norm import use_net
+
+DROP_PATH_MODES = ('per_net', 'full_net')
+
+
+class PerNetDropPath(nn.Module):
+    """Stochastic depth with a rate per net (the one of :attr:`active_net`,
+    set by :func:`use_net`); replaces a block's ``DropPath``.
+
+    Args:
+        rates (dict[str, float]): Drop probability per net.
+    """
+
+    def __init__(self, rates: Dict[str, float]):
+        super().__init__()
+        self.rates = dict(rates)
+        self.active_net = FULL_NET
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.rates[self.active_net], self.training)
+
+    def extra_repr(self) -> str:
+        return f'rates={self.rates}'
+
+
+def stock_rates(drop_path_rate: float, num_blocks: int,
+                linspace: str) -> List[float]:
+    """The per-block drop path rates a stock model with ``num_blocks``
+    blocks computes: ``torch`` (ConvNeXt, Swin, ResNet) or ``numpy`` (ViT)
+    ``linspace(0, drop_path_rate, num_blocks)``."""
+    if linspace == 'numpy':
+        return [float(r) for r in np.linspace(0, drop_path_rate, num_blocks)]
+    return [
+        r.item() for r in torch.linspace(0, drop_path_rate, num_blocks)
+    ]
+
+
+class DepthDynamicMixin:
+    """The depth-dynamic part of a backbone (see the module docstring).
+
+    Attributes:
+        tree (NetTree): The nets and their blocks.
+        net_blocks (OrderedDict): ``{net: block indices per stage}``.
+    """
+
+    #: Attention distillation's default stages; None: ``out_indices``.
+    default_distill_stages: Optional[Tuple[int, ...]] = None
+    #: Which linspace the stock class spreads drop path rates with.
+    drop_path_linspace = 'torch'
+
+    def init_nets(self,
+                  stage_blocks: Sequence[int],
+                  sub_stage_blocks: Sequence[SubNetSpec],
+                  block_choice: str,
+                  field: str = 'sub_stage_blocks',
+                  arch: str = '',
+                  drop_path_rate: float = 0.0,
+                  drop_path: str = 'full_net') -> None:
+        """Build the nets (after the stock class built the full net).
+
+        Args:
+            drop_path (str): ``'per_net'``: every net gets the per-block drop
+                path rates a stock model of its own depth gets from
+                ``drop_path_rate`` (nets whose rates differ at a block run it
+                separately in training); ``'full_net'``: every net uses the
+                full net's rate of each block (blocks shared as in eval).
+        """
+        if drop_path not in DROP_PATH_MODES:
+            raise ValueError(f'drop_path must be one of {DROP_PATH_MODES}, '
+                             f'got {drop_path!r}')
+        self.block_choice = block_choice
+        self.drop_path_mode = drop_path
+        self.tree = NetTree(stage_blocks, sub_stage_blocks, block_choice,
+                            field=field, arch=arch)
+        self.net_blocks = self.tree.net_blocks
+        # (stage, block) -> modules switched to a net by use_net
+        self._per_net: Dict[Tuple[int, int], List[nn.Module]] = {}
+        self._rates: Dict[str, Dict[Tuple[int, int], float]] = {}
+        if drop_path == 'per_net' and drop_path_rate > 0:
+            self._install_per_net_drop_path(drop_path_rate)
+
+    def _install_per_net_drop_path(self, drop_path_rate: float) -> None:
+        """Replace the blocks' ``DropPath`` modules by
+        :class:`PerNetDropPath` with each net's stock rate."""
+        for net, path in self.tree.paths.items():
+            rates = stock_rates(drop_path_rate, len(path),
+                                self.drop_path_linspace)
+            self._rates[net] = dict(zip(path, rates))
+        for (stage, block) in self.tree.paths[FULL_NET]:
+            module = self.block_module(stage, block)
+            users = {
+                net: r[(stage, block)]
+                for net, r in self._rates.items() if (stage, block) in r
+            }
+            for name, child in list(module.named_modules()):
+                if not isinstance(child, DropPath):
+                    continue
+                parent_name, _, attr = name.rpartition('.')
+                parent = (module.get_submodule(parent_name)
+                          if parent_name else module)
+                new = PerNetDropPath(users)
+                setattr(parent, attr, new)
+                self._per_net.setdefault((stage, block), []).append(new)
+
+    def add_per_net_modules(self, stage: int, block: int,
+                            modules: Sequence[nn.Module]) -> None:
+        """Modules of block ``(stage, block)`` that :func:`use_net` switches
+        to the net that runs it (e.g. per-net BatchNorm statistics)."""
+        self._per_net.setdefault((stage, block), []).extend(modules)
+
+    # ------------------------------------------------------------------ #
+    # what a family says (the module docstring)
+    # ------------------------------------------------------------------ #
+    def block_module(self, stage: int, block: int) -> nn.Module:
+        """The module of block ``(stage, block)``."""
+        raise NotImplementedError
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def enter_stage(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def run_block(self, stage: int, block: int,
+                  x: torch.Tensor) -> torch.Tensor:
+        return self.block_module(stage, block)(x)
+
+    def stage_output(self, stage: int, x: torch.Tensor):
+        return x
+
+    def stage_map(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def block_prefix(self, stage: int, block: int) -> str:
+        raise NotImplementedError
+
+    def plain_backbone_cfg(self, net: str, src: dict) -> dict:
+        """The stock backbone config of ``net`` (``src``: the DDNN's backbone
+        config)."""
+        raise NotImplementedError
+
+    def net_arch_name(self, net: str) -> str:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ #
+    # the nets
+    # ------------------------------------------------------------------ #
+    @property
+    def net_names(self) -> List[str]:
+        """Names of all nets: ``'full'`` first, then ``'sub0'``, ..."""
+        return self.tree.net_names
+
+    @property
+    def sub_net_names(self) -> List[str]:
+        return [n for n in self.net_blocks if n != FULL_NET]
+
+    def blocks_per_stage(self, net: str) -> List[int]:
+        """Block count per stage of ``net``."""
+        return [len(s) for s in self.net_blocks[self.tree.check_net(net)]]
+
+    @property
+    def distill_stages(self) -> Tuple[int, ...]:
+        """The stages attention distillation matches by default."""
+        if self.default_distill_stages is not None:
+            return tuple(self.default_distill_stages)
+        return tuple(sorted(self.out_indices))
+
+    # ------------------------------------------------------------------ #
+    # forward
+    # ------------------------------------------------------------------ #
+    def forward_block(self, stage: int, block: int, x: torch.Tensor,
+                      net: str) -> torch.Tensor:
+        """Run block ``(stage, block)`` on ``x`` as ``net`` (its per-net
+        modules switched to it), entering the stage first at block 0."""
+        modules = self._per_net.get((stage, block))
+        with use_net(modules, net) if modules else nullcontext():
+            if block == 0 and stage > 0:
+                x = self.enter_stage(stage, x)
+            return self.run_block(stage, block, x)
+
+    def walk_groups(self, nets: Sequence[str]) -> List[List[str]]:
+        """The nets :meth:`walk_nets` runs together, group by group (all of
+        them here; names already checked)."""
+        return [list(nets)]
+
+    def group_context(self, group: Sequence[str]):
+        """The context a group of :meth:`walk_groups` runs in, stem
+        included."""
+        return nullcontext()
+
+    def block_variant(self) -> Optional[Callable[[str, int, int], float]]:
+        """What besides the input separates nets at a block: in training
+        with per-net drop path rates, the rate (nets with different rates
+        run the block separately); otherwise nothing."""
+        if not self._rates or not self.training:
+            return None
+        rates = self._rates
+        return lambda net, stage, block: rates[net][(stage, block)]
+
+    def walk(self, x, group: Sequence[str], run_block: Callable,
+             out_stages: Sequence[int], visit: Visit) -> None:
+        """:meth:`NetTree.walk` of ``group`` from ``x`` (the stem's output),
+        separating nets by :meth:`block_variant`."""
+        self.tree.walk(x, group, run_block, out_stages, visit,
+                       self.block_variant())
+
+    def walk_nets(self, x: torch.Tensor, nets: Sequence[str], visit: Visit,
+                  out_stages: Optional[Sequence[int]] = None) -> None:
+        """Run ``nets`` on one batch through the net tree: the stem, then
+        every block once per distinct input (:meth:`walk`), calling
+        ``visit(node, y)`` at each block; ``node.features`` names the nets
+        whose output of a stage in ``out_stages`` (default
+        ``out_indices``) ``y`` is. The one traversal behind
+        :meth:`forward_nets` and the memory-efficient training step."""
+        if out_stages is None:
+            out_stages = self.out_indices
+        for group in self.walk_groups(nets):
+            with self.group_context(group):
+                self.walk(self.forward_stem(x), group, self.forward_block,
+                          out_stages, visit)
+
+    def forward_net_stages(self, x: torch.Tensor, nets: Sequence[str],
+                           stages: Sequence[int]
+                           ) -> List[Tuple[torch.Tensor, ...]]:
+        """For each net, the raw output (the format passed between blocks)
+        of each of ``stages``, in order."""
+        nets = [self.tree.check_net(n) for n in nets]
+        outs = {net: {} for net in nets}
+
+        def keep_features(node: TreeNode, y: torch.Tensor):
+            for net in node.features:
+                outs[net][node.stage] = y
+            return y, None
+
+        self.walk_nets(x, nets, keep_features, stages)
+        return [tuple(outs[n][s] for s in sorted(outs[n])) for n in nets]
+
+    def forward_nets(self,
+                     x: torch.Tensor,
+                     nets: Optional[Sequence[str]] = None) -> List[tuple]:
+        """Run several nets on one batch.
+
+        Args:
+            x (Tensor): Input images, ``(N, C, H, W)``.
+            nets (Sequence[str], optional): Nets to run. Defaults to all.
+
+        Returns:
+            list[tuple]: For each net, its outputs at ``out_indices`` as the
+            stock class's ``forward`` returns them.
+        """
+        stages = sorted(self.out_indices)
+        raw = self.forward_net_stages(x, nets or self.net_names, stages)
+        return [
+            tuple(self.stage_output(s, f) for s, f in zip(stages, feats))
+            for feats in raw
+        ]
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        """Run the full net; the stock class's outputs."""
+        return self.forward_nets(x, [FULL_NET])[0]
+
+    def plain_key(self, net: str, key: str) -> str:
+        """The backbone state-dict key (relative, e.g. ``'stages.2.5.gamma'``)
+        of ``net``'s copy of the plain model's ``key``: its blocks
+        renumbered ``0..k-1`` back to the full net's indices."""
+        blocks = self.net_blocks[net]
+        for stage, indices in enumerate(blocks):
+            for idx, block in enumerate(indices):
+                plain = self.block_prefix(stage, idx)
+                if key.startswith(plain):
+                    return self.block_prefix(stage, block) + key[len(plain):]
+        return key
