@@ -26,8 +26,9 @@ Between blocks a family passes one tensor (ResNet/ConvNeXt ``NCHW``, Swin
 ``NHWC`` tokens, ViT ``(N, 1 + L, C)`` tokens), so the memory-efficient step
 can cut and back-propagate anywhere.
 """
+import inspect
 from contextlib import nullcontext
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -59,6 +60,35 @@ class PerNetDropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f'rates={self.rates}'
+
+
+def check_shared_norms(norm_sharing: str, family: str) -> None:
+    """LayerNorm families: the nets share every norm."""
+    if norm_sharing != 'shared':
+        raise ValueError(
+            f"norm_sharing={norm_sharing!r}: {family}'s norms are LayerNorms, "
+            'which keep no running statistics, so its nets share every norm '
+            "(norm_sharing='shared'); 'stats' and 'private' are for "
+            'BatchNorm (mmekd.DepthDynamicResNet)')
+
+
+def stock_arch(settings: Dict[str, dict], arch: dict,
+               prefer: str = '') -> Union[str, dict]:
+    """The name in a stock class's arch table whose values equal ``arch``'s
+    (on ``arch``'s keys), else ``arch``. Among aliases, a name starting
+    with ``prefer``, then the longest, wins."""
+
+    def norm(v):
+        return tuple(v) if isinstance(v, (list, tuple)) else v
+
+    names = [
+        name for name, value in settings.items()
+        if all(norm(value.get(k)) == norm(v) for k, v in arch.items())
+    ]
+    if not names:
+        return dict(arch)
+    return sorted(names, key=lambda n: (not n.startswith(prefer), -len(n),
+                                        n))[0]
 
 
 def stock_rates(drop_path_rate: float, num_blocks: int,
@@ -176,6 +206,26 @@ class DepthDynamicMixin:
         """The stock backbone config of ``net`` (``src``: the DDNN's backbone
         config)."""
         raise NotImplementedError
+
+    @classmethod
+    def stock_class(cls) -> type:
+        """The stock MMPretrain class the family extends."""
+        return next(c for c in cls.__mro__[1:]
+                    if c.__module__.startswith('mmpretrain.'))
+
+    @classmethod
+    def dynamic_args(cls) -> Tuple[str, ...]:
+        """The arguments the stock class does not take (asked from the
+        signatures, not listed)."""
+        own = inspect.signature(cls.__init__).parameters
+        stock = inspect.signature(cls.stock_class().__init__).parameters
+        return tuple(k for k in own if k not in stock and k != 'kwargs')
+
+    def stock_kwargs(self, src: dict) -> dict:
+        """``src`` (the DDNN's backbone config) without what the stock
+        config of a net sets itself or does not take."""
+        drop = ('type', 'init_cfg', 'arch', *self.dynamic_args())
+        return {k: v for k, v in src.items() if k not in drop}
 
     def net_arch_name(self, net: str) -> str:
         raise NotImplementedError
