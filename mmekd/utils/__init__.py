@@ -20,10 +20,12 @@ from .checkpoint_keys import (CheckpointMismatchError,  # noqa: E402
                               allow_partial_load, check_state_dict)
 from .finite import NonFiniteStateError, check_finite  # noqa: E402
 from .dist import setup_cpu_distributed  # noqa: E402
-from .safe_defaults import apply_safe_training_defaults  # noqa: E402
+from .safe_defaults import (apply_safe_training_defaults,  # noqa: E402
+                            check_checkpoint_hook)
 
 __all__ += [
     'atomic_write', 'fsync_and_replace', 'CheckpointMismatchError',
     'allow_partial_load', 'NonFiniteStateError', 'check_finite',
-    'check_state_dict', 'setup_cpu_distributed', 'apply_safe_training_defaults'
+    'check_state_dict', 'setup_cpu_distributed', 'apply_safe_training_defaults',
+    'check_checkpoint_hook'
 ]
