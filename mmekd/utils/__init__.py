@@ -29,6 +29,6 @@ __all__ += [
     'atomic_write', 'atomic_output', 'check_outputs_not_inputs',
     'OutputIsInputError', 'fsync_and_replace', 'CheckpointMismatchError',
     'allow_partial_load', 'NonFiniteStateError', 'check_finite',
-    'check_state_dict', 'setup_cpu_distributed', 'apply_safe_training_defaults',
-    'check_checkpoint_hook'
+    'check_state_dict', 'setup_cpu_distributed',
+    'apply_safe_training_defaults', 'check_checkpoint_hook'
 ]

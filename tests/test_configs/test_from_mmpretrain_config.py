@@ -67,6 +67,8 @@ def test_keeps_the_stock_recipe(cifar10):
     assert hooks.pop('checkpoint') == dict(
         stock_hooks.pop('checkpoint'), type='mmekd.AtomicCheckpointHook')
     assert hooks.pop('exact_resume') == dict(type='mmekd.ExactResumeHook')
+    assert hooks.pop('preemption') == dict(
+        type='mmekd.PreemptionCheckpointHook')
     assert hooks == stock_hooks
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[key].dataset.type == 'mmekd.CIFAR10'

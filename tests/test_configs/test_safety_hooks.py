@@ -1,5 +1,6 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-"""Every shipped config keeps the crash-safe hooks of the _base_ runtime."""
+"""Every shipped config keeps the crash-safe hooks of the _base_ runtime:
+atomic checkpoints, and a checkpoint on SIGTERM."""
 import glob
 import os.path as osp
 
@@ -8,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmekd.engine  # noqa: F401  (registers the hooks)
-from mmekd.engine.hooks import AtomicCheckpointHook
+from mmekd.engine.hooks import AtomicCheckpointHook, PreemptionCheckpointHook
 from mmekd.registry import HOOKS
 from mmekd.utils import check_checkpoint_hook
 
@@ -39,6 +40,8 @@ def test_checkpoint_hook_is_atomic(path):
     assert cfg.default_hooks.get('checkpoint') is not None
     # ... by the hook that never leaves a truncated file.
     assert issubclass(hook_class(cfg, 'checkpoint'), AtomicCheckpointHook)
+    # SIGTERM (Slurm pre-emption) saves the iteration instead of losing it.
+    assert issubclass(hook_class(cfg, 'preemption'), PreemptionCheckpointHook)
 
 
 @pytest.mark.parametrize('hooks, message', [
