@@ -24,7 +24,6 @@ test_evaluator = val_evaluator
 # mmekd's crash-safe checkpoints (same arguments as the stock CheckpointHook),
 # exact mid-epoch resume and a checkpoint on SIGTERM, as in
 # configs/_base_/default_runtime.py.
-default_hooks = dict(
-    checkpoint=dict(type='mmekd.AtomicCheckpointHook'),
-    exact_resume=dict(type='mmekd.ExactResumeHook'),
-    preemption=dict(type='mmekd.PreemptionCheckpointHook'))
+default_hooks = dict(checkpoint=dict(type='mmekd.AtomicCheckpointHook'),
+                     exact_resume=dict(type='mmekd.ExactResumeHook'),
+                     preemption=dict(type='mmekd.PreemptionCheckpointHook'))
