@@ -55,7 +55,9 @@ class PreemptionCheckpointHook(Hook):
     In distributed training all ranks must stop after the same iteration, so
     they agree on the flag with one all-reduce per iteration (a host sync;
     none in single-process runs). The signal handlers are installed in
-    ``before_train`` (main thread only) and removed in ``after_run``.
+    ``before_train`` (main thread only) and removed in ``after_run``; when
+    training ended with an exception instead, the next signal finds the
+    train loop gone and is handled as without the hook.
 
     Args:
         signals (Sequence[str]): Names of the signals to act on. Defaults to
@@ -80,8 +82,24 @@ class PreemptionCheckpointHook(Hook):
         self.signals = tuple(signals)
         self._received: Optional[int] = None
         self._previous: Dict[int, object] = {}
+        self._run_code = None  # the train loop's ``run``, while it runs
+
+    def _training(self, frame) -> bool:
+        """Whether the interrupted code is inside the train loop's ``run``
+        (not after a run that ended with an exception, which skips
+        ``after_run``)."""
+        while frame is not None:
+            if frame.f_code is self._run_code:
+                return True
+            frame = frame.f_back
+        return False
 
     def _handle(self, signum: int, frame) -> None:
+        if frame is not None and not self._training(frame):
+            # Left installed by a run that failed: act as without the hook.
+            self._restore()
+            signal.raise_signal(signum)
+            return
         self._received = signum
         self._restore()  # a second signal acts as without the hook
         print_log(
@@ -102,6 +120,7 @@ class PreemptionCheckpointHook(Hook):
                 'checkpoint will be saved on them', logger='current',
                 level=30)
             return
+        self._run_code = type(runner.train_loop).run.__code__
         for name in self.signals:
             signum = getattr(signal, name)
             self._previous[signum] = signal.signal(signum, self._handle)

@@ -5,6 +5,7 @@ import os
 import os.path as osp
 import signal
 import sys
+import time
 
 import pytest
 from mmengine.hooks import Hook
@@ -13,7 +14,7 @@ from mmekd.engine.hooks import PreemptionCheckpointHook, TrainingPreempted
 from mmekd.utils import safe_load
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..'))
-from test_atomic_checkpoint_hook import _last, _runner  # noqa: E402
+from test_atomic_checkpoint_hook import Crash, _last, _runner  # noqa: E402
 
 
 class SendSignal(Hook):
@@ -73,6 +74,35 @@ def test_sigterm_after_the_last_iteration_lets_training_end(tmp_path):
     assert runner.iter == 6
     assert _last(tmp_path) == str(tmp_path / 'iter_6.pth')
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+class Fail(Hook):
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        raise Crash
+
+
+@pytest.mark.slow  # a child interpreter
+@pytest.mark.isolated
+def test_after_a_failed_run_sigterm_acts_as_without_the_hook(tmp_path):
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
+    try:
+        runner = _runner(tmp_path, 'mmekd.AtomicCheckpointHook')
+        runner.register_hook(PreemptionCheckpointHook())
+        runner.register_hook(Fail())
+        with pytest.raises(Crash):  # after_run, which restores, never runs
+            runner.train()
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):  # Python runs handlers between bytecodes
+            if got:
+                break
+            time.sleep(0.01)
+        assert got == [signal.SIGTERM]  # the handler from before the run
+        assert not osp.exists(tmp_path / 'iter_1.pth')  # and nothing saved
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.mark.parametrize('signals, message', [
