@@ -35,7 +35,9 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=4)
 val_cfg = dict()
 test_cfg = dict()
+# Fields only: the hook types stay the _base_ runtime's (a `type` here would
+# replace mmekd.AtomicCheckpointHook and lose its crash safety).
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=1))
+    logger=dict(interval=10),
+    checkpoint=dict(interval=4, max_keep_ckpts=1))
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))

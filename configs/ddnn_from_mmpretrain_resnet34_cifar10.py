@@ -23,3 +23,10 @@ val_dataloader = dict(dataset=dict(type='mmekd.CIFAR10', data_root=data_root))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, ))
 test_evaluator = val_evaluator
+
+# mmekd's crash-safe checkpoints (same arguments as the stock CheckpointHook),
+# exact mid-epoch resume and a checkpoint on SIGTERM, as in
+# configs/_base_/default_runtime.py.
+default_hooks = dict(checkpoint=dict(type='mmekd.AtomicCheckpointHook'),
+                     exact_resume=dict(type='mmekd.ExactResumeHook'),
+                     preemption=dict(type='mmekd.PreemptionCheckpointHook'))

@@ -27,7 +27,9 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.utils import apply_dataloader_defaults, check_amp_device, enable_amp
+from mmekd.utils import (OutputIsInputError, apply_dataloader_defaults,
+                         atomic_write, check_amp_device,
+                         check_outputs_not_inputs, enable_amp)
 
 
 def parse_args(argv=None):
@@ -129,6 +131,11 @@ def synthetic_throughput(runner: Runner, steps: int) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        check_outputs_not_inputs(dict(json=args.json),
+                                 dict(config=args.config))
+    except OutputIsInputError as e:
+        raise SystemExit(f'benchmark_epoch: error: {e}')
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_cfg(args, args.work_dir or tmp)
         runner = Runner.from_cfg(cfg)
@@ -152,8 +159,7 @@ def main(argv=None):
     for key, value in results.items():
         print(f'{key}: {value}')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(results, f, indent=2)
+        atomic_write(args.json, json.dumps(results, indent=2))
     return results
 
 

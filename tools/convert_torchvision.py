@@ -20,6 +20,8 @@ import torch
 
 import mmekd  # noqa: F401
 from mmekd.apis import build_model, load_torchvision_weights
+from mmekd.utils import (OutputIsInputError, atomic_output,
+                         check_outputs_not_inputs)
 
 
 def parse_args():
@@ -52,6 +54,12 @@ def read_state_dict(path: str) -> dict:
 
 def main():
     args = parse_args()
+    try:
+        check_outputs_not_inputs(
+            dict(out=args.out),
+            dict(config=args.config, checkpoint=args.checkpoint))
+    except OutputIsInputError as e:
+        sys.exit(f'convert_torchvision: error: {e}')
     model = build_model(args.config)
     try:
         kept = load_torchvision_weights(
@@ -61,7 +69,8 @@ def main():
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     meta = dict(converted_from=osp.basename(args.checkpoint),
                 head='initial (--no-head)' if kept else 'torchvision fc')
-    torch.save(dict(meta=meta, state_dict=model.state_dict()), args.out)
+    with atomic_output(args.out) as tmp:
+        torch.save(dict(meta=meta, state_dict=model.state_dict()), tmp)
     print(f'{args.out}: {len(model.state_dict())} tensors; full net from '
           f'{args.checkpoint}, sub-nets {list(model.net_names[1:])} start '
           f'from its BatchNorm statistics; classifier: {meta["head"]}')

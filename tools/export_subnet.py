@@ -15,7 +15,8 @@ import argparse
 import sys
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.utils import CheckpointMismatchError, NonFiniteStateError
+from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
+                         OutputIsInputError)
 from mmekd.apis import ExportError, export_to_files
 
 
@@ -61,7 +62,8 @@ def main():
             recalibrate_bn=args.recalibrate_bn,
             data_dir=args.data_dir)
     except (ExportError, FileNotFoundError, IsADirectoryError,
-            NonFiniteStateError, CheckpointMismatchError) as e:
+            NonFiniteStateError, CheckpointMismatchError,
+            OutputIsInputError) as e:
         sys.exit(f'export_subnet: error: {e}')
     print(f'config:     {cfg_path}\ncheckpoint: {ckpt_path}')
 

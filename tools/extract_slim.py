@@ -32,7 +32,9 @@ from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
 from mmekd.models.ke import check_split_rate, extract_slim
 from mmekd.vocabulary import is_ddnn
 from mmekd.registry import MODELS
-from mmekd.utils import NonFiniteStateError, check_finite, safe_load
+from mmekd.utils import (NonFiniteStateError, OutputIsInputError,
+                         atomic_output, atomic_write, check_finite,
+                         check_outputs_not_inputs, safe_load)
 
 
 def parse_args():
@@ -98,6 +100,14 @@ def complexity(model: torch.nn.Module, shape: Tuple[int]) -> Tuple[int, int]:
 
 def main():
     args = parse_args()
+    cfg_path = osp.join(args.out_dir, 'slim_config.py')
+    ckpt_path = osp.join(args.out_dir, 'slim.pth')
+    try:
+        check_outputs_not_inputs(
+            dict(config=cfg_path, checkpoint=ckpt_path, onnx=args.onnx),
+            dict(config=args.config, checkpoint=args.checkpoint))
+    except OutputIsInputError as e:
+        sys.exit(f'extract_slim: error: {e}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -136,16 +146,14 @@ def main():
               f'(tools/extract_slim.py) from {args.config}.\n')
     _, text = exported_config(plain_training(cfg), slim_cfg, header,
                               keep_mmekd_data=True)
-    cfg_path = osp.join(args.out_dir, 'slim_config.py')
-    with open(cfg_path, 'w') as f:
-        f.write(text)
-    ckpt_path = osp.join(args.out_dir, 'slim.pth')
-    torch.save(
-        exported_checkpoint(
-            slim.state_dict(), checkpoint.get('meta', {}),
-            dict(slim_split_rate=rate, net=args.net,
-                 source_checkpoint=osp.basename(args.checkpoint))),
-        ckpt_path)
+    atomic_write(cfg_path, text)
+    with atomic_output(ckpt_path) as tmp:
+        torch.save(
+            exported_checkpoint(
+                slim.state_dict(), checkpoint.get('meta', {}),
+                dict(slim_split_rate=rate, net=args.net,
+                     source_checkpoint=osp.basename(args.checkpoint))),
+            tmp)
 
     if args.shape:
         shape = tuple(args.shape if len(args.shape) == 3 else
@@ -170,9 +178,10 @@ def main():
           f'tools/test.py {cfg_path} {ckpt_path}')
     if args.onnx:
         slim.eval()
-        export_onnx(slim, args.onnx, shape, metadata=dict(
-            net=args.net or 'model', slim_split_rate=rate,
-            input_size=f'{shape[1]}x{shape[2]}'))
+        with atomic_output(args.onnx) as tmp:
+            export_onnx(slim, tmp, shape, metadata=dict(
+                net=args.net or 'model', slim_split_rate=rate,
+                input_size=f'{shape[1]}x{shape[2]}'))
         x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
         diff = verify_onnx(args.onnx, slim, x)
         print(f'wrote {args.onnx}: onnxruntime vs PyTorch max |diff| = '

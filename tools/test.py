@@ -3,7 +3,9 @@
 import argparse
 import os
 import os.path as osp
+from contextlib import nullcontext
 
+import mmengine
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
@@ -15,8 +17,9 @@ from mmekd.engine.runner import SetupToLogFileRunner
 from mmekd.evaluation import format_net_table
 from mmekd.models.utils import recalibrate_bn
 from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
-                         UnsafeCheckpointError,
-                         apply_dataloader_defaults, setup_cpu_distributed)
+                         OutputIsInputError, UnsafeCheckpointError,
+                         apply_dataloader_defaults, atomic_output,
+                         check_outputs_not_inputs, setup_cpu_distributed)
 
 
 def parse_args():
@@ -88,6 +91,12 @@ def merge_args(cfg: Config, args) -> Config:
     apply_dataloader_defaults(cfg, args.no_pin_memory, True)
     if args.out is None and args.out_item is not None:
         raise SystemExit('--out-item needs --out')
+    try:
+        check_outputs_not_inputs(
+            dict(out=args.out),
+            dict(config=args.config, checkpoint=args.checkpoint))
+    except OutputIsInputError as e:
+        raise SystemExit(f'error: {e}') from None
     return cfg
 
 
@@ -105,32 +114,37 @@ def main():
     # MMEngine loads with strict=False and only warns about missing keys:
     # testing a checkpoint of another model must be an error instead.
     runner.register_hook(CheckpointKeysHook())
-    if args.out and args.out_item in ('pred', None):
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
-
-    try:
-        if args.recalibrate_bn:
-            # Load now (runner.test() then does not load again), then
-            # re-estimate the net's statistics on training batches.
-            runner.load_or_resume()
-            net = args.net or cfg.model.get('predict_net')
-            used = recalibrate_bn(
-                runner.model, Runner.build_dataloader(cfg.train_dataloader),
-                args.recalibrate_bn, net=net)
-            runner.logger.info(
-                f'BatchNorm statistics of {net} recalibrated on {used} '
-                'training batches' + ('' if used == args.recalibrate_bn else
-                                      f' ({args.recalibrate_bn} asked: the '
-                                      'training dataloader is shorter)'))
-        metrics = runner.test()
-    except (CheckpointMismatchError, UnsafeCheckpointError,
-            NonFiniteStateError) as e:
-        runner.logger.error(str(e))
-        raise SystemExit(f'error: {e}') from None
-    if args.out and args.out_item == 'metrics':
-        import mmengine
-        mmengine.dump(metrics, args.out)
+    # --out is written next to its path and renamed over it once complete
+    # (by rank 0, which alone gathers the results).
+    writes_out = bool(args.out) and runner.rank == 0
+    with (atomic_output(args.out)
+          if writes_out else nullcontext(args.out)) as out:
+        if args.out and args.out_item in ('pred', None):
+            runner.test_evaluator.metrics.append(
+                DumpResults(out_file_path=out))
+        try:
+            if args.recalibrate_bn:
+                # Load now (runner.test() then does not load again), then
+                # re-estimate the net's statistics on training batches.
+                runner.load_or_resume()
+                net = args.net or cfg.model.get('predict_net')
+                used = recalibrate_bn(
+                    runner.model,
+                    Runner.build_dataloader(cfg.train_dataloader),
+                    args.recalibrate_bn, net=net)
+                runner.logger.info(
+                    f'BatchNorm statistics of {net} recalibrated on {used} '
+                    'training batches' +
+                    ('' if used == args.recalibrate_bn else
+                     f' ({args.recalibrate_bn} asked: the training '
+                     'dataloader is shorter)'))
+            metrics = runner.test()
+        except (CheckpointMismatchError, UnsafeCheckpointError,
+                NonFiniteStateError) as e:
+            runner.logger.error(str(e))
+            raise SystemExit(f'error: {e}') from None
+        if writes_out and args.out_item == 'metrics':
+            mmengine.dump(metrics, out)
     table = format_net_table(metrics, runner.model)
     if table and runner.rank == 0:
         print(f'\nTest results of {args.checkpoint}:\n{table}')

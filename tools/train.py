@@ -15,7 +15,8 @@ from mmekd.evaluation import format_net_table
 from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
                          UnsafeCheckpointError, apply_dataloader_defaults,
                          apply_safe_training_defaults, check_amp_device,
-                         enable_amp, safe_load, setup_cpu_distributed)
+                         check_checkpoint_hook, enable_amp, safe_load,
+                         setup_cpu_distributed)
 
 
 def parse_args():
@@ -150,6 +151,7 @@ def merge_args(cfg: Config, args) -> Config:
     apply_dataloader_defaults(cfg, args.no_pin_memory,
                               args.no_persistent_workers)
     apply_safe_training_defaults(cfg, args.on_nonfinite)
+    check_checkpoint_hook(cfg)
     return cfg
 
 

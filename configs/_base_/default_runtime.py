@@ -23,6 +23,9 @@ default_hooks = dict(
     visualization=dict(type='VisualizationHook', enable=False),
     # Resume mid-epoch exactly: skip consumed batches, restore RNG states.
     exact_resume=dict(type='mmekd.ExactResumeHook'),
+    # SIGTERM (Slurm pre-emption, scancel, time limit): finish the iteration,
+    # save iter_N.pth atomically, exit 143; --resume continues exactly.
+    preemption=dict(type='mmekd.PreemptionCheckpointHook'),
 )
 # Progress (with ETA) a few times per epoch, even in short epochs.
 custom_hooks = [

@@ -28,6 +28,8 @@ from mmekd.models.backbones import NetTree
 from mmekd.models.plain_net import (ExportError, check_exportable, check_net,
                                     net_arch_name, plain_model_cfg, plain_net)
 from mmekd.models.utils import recalibrate_bn as recalibrate_net_bn
+from mmekd.utils.atomic_save import (atomic_output, atomic_write,
+                                     check_outputs_not_inputs)
 from mmekd.utils.checkpoint_keys import compare_state_dict, warn_shared_stats
 from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
@@ -425,7 +427,12 @@ def export_to_files(config,
             become MMPretrain's ``CIFAR10/100``.
 
     Returns:
-        tuple[str, str]: Paths of the written config and checkpoint.
+        tuple[str, str]: Paths of the written config and checkpoint (each
+        written atomically).
+
+    Raises:
+        OutputIsInputError: An output would overwrite ``config`` or
+            ``checkpoint``.
     """
     cfg = load_config(config)
     model = load_ddnn_model(cfg, checkpoint)
@@ -444,6 +451,11 @@ def export_to_files(config,
     arch = net_arch_name(model, net)
     src_name = osp.splitext(osp.basename(cfg.filename or 'config.py'))[0]
     name = name or f'{src_name}_{net}-{arch}'
+    cfg_path = osp.join(out_dir, f'{name}.py')
+    ckpt_path = osp.join(out_dir, f'{name}.pth')
+    check_outputs_not_inputs(
+        {'exported config': cfg_path, 'exported checkpoint': ckpt_path},
+        dict(config=cfg.filename, checkpoint=checkpoint))
     info = dict(
         source_config=cfg.filename,
         source_checkpoint=osp.basename(checkpoint) if checkpoint else None,
@@ -472,11 +484,9 @@ def export_to_files(config,
     _, text = exported_config(cfg, plain_cfg, header, folders)
     ckpt = exported_checkpoint(state_dict, model.checkpoint_meta, info)
     os.makedirs(out_dir, exist_ok=True)
-    cfg_path = osp.join(out_dir, f'{name}.py')
-    ckpt_path = osp.join(out_dir, f'{name}.pth')
-    with open(cfg_path, 'w') as f:
-        f.write(text)
-    torch.save(ckpt, ckpt_path)
+    atomic_write(cfg_path, text)
+    with atomic_output(ckpt_path) as tmp:
+        torch.save(ckpt, tmp)
     # What we promise: a plain checkpoint, loadable without any allow-list.
     torch.load(ckpt_path, map_location='cpu', weights_only=True)
     mmengine.Config.fromfile(cfg_path)

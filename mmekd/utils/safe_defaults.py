@@ -1,8 +1,13 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-"""``--on-nonfinite``: what a NaN/inf loss does, on the config's wrapper."""
+"""Safety settings of a training config: ``--on-nonfinite`` on the
+config's optimizer wrapper, and a refusal of MMEngine's plain
+``CheckpointHook``."""
 from typing import Optional
 
 from mmengine.config import Config
+from mmengine.hooks import CheckpointHook
+
+from mmekd.registry import HOOKS
 
 _PLAIN_WRAPPERS = ('OptimWrapper', 'mmengine.OptimWrapper')
 _SAFE_WRAPPERS = ('mmekd.SafeOptimWrapper', 'SafeOptimWrapper',
@@ -40,3 +45,45 @@ def apply_safe_training_defaults(cfg: Config,
             f'SafeAmpOptimWrapper); the config '
             f'uses optim_wrapper.type={kind!r}')
     optim['on_nonfinite'] = on_nonfinite
+
+
+def check_checkpoint_hook(cfg: Config) -> None:
+    """Refuse a config whose checkpoint hook is MMEngine's plain
+    :class:`~mmengine.hooks.CheckpointHook`.
+
+    MMEngine merges ``default_hooks.checkpoint = dict(type='CheckpointHook',
+    ...)`` of a derived config by replacing the ``_base_`` runtime's
+    ``mmekd.AtomicCheckpointHook``, so one copied line silently drops the
+    crash safety (a kill or a full disk leaves a truncated checkpoint, a
+    kill during the best save no best checkpoint). The config says what
+    runs, so it is refused rather than rewritten: the remedy is to set only
+    the hook's fields. ``AtomicCheckpointHook`` takes the same arguments and
+    keeps MMEngine's writes for remote back-ends, so nothing needs the plain
+    hook. A config without a ``checkpoint`` entry gets the plain hook from
+    MMEngine and is refused too. Other types (subclasses, a hook of one's
+    own) and ``None`` (no checkpoints) are the config's choice and pass.
+
+    Raises:
+        SystemExit: The checkpoint hook would be the plain one.
+    """
+    hooks = cfg.get('default_hooks') or {}
+    if 'checkpoint' not in hooks:  # MMEngine adds CheckpointHook(interval=1)
+        raise SystemExit(
+            'default_hooks has no checkpoint entry, so MMEngine adds its '
+            'plain CheckpointHook, which writes checkpoints in place (a kill '
+            'or a full disk leaves a truncated file): inherit mmekd\'s '
+            "_base_ runtime, or set checkpoint=dict(type='mmekd."
+            "AtomicCheckpointHook', interval=1) (or None: no checkpoints)")
+    hook = hooks['checkpoint']
+    if hook is None:
+        return
+    kind = hook.get('type', 'CheckpointHook')  # MMEngine's default type
+    # mmekd's registry finds mmpretrain's and MMEngine's hooks too.
+    cls = HOOKS.get(kind) if isinstance(kind, str) else kind
+    if cls is CheckpointHook:
+        raise SystemExit(
+            f'default_hooks.checkpoint.type={kind!r} is MMEngine\'s plain '
+            'CheckpointHook, which writes checkpoints in place (a kill or a '
+            'full disk leaves a truncated file): set only the hook\'s fields '
+            'and keep the _base_ runtime\'s mmekd.AtomicCheckpointHook (same '
+            "arguments), or write type='mmekd.AtomicCheckpointHook'")

@@ -58,13 +58,21 @@ def cifar10(tmp_path, monkeypatch):
 
 def test_keeps_the_stock_recipe(cifar10):
     cfg, stock = Config.fromfile(CONFIG), Config.fromfile(STOCK)
-    for key in ('param_scheduler', 'train_cfg', 'data_preprocessor',
-                'default_hooks'):
+    for key in ('param_scheduler', 'train_cfg', 'data_preprocessor'):
         assert without_scope(cfg[key]) == without_scope(stock[key]), key
     # the same optimizer, in the wrapper the memory-efficient step needs
     assert cfg.optim_wrapper.type == 'mmekd.SafeOptimWrapper'
     assert without_scope({**cfg.optim_wrapper, 'type': None}) == \
         without_scope({**stock.optim_wrapper, 'type': None})
+    # The stock hooks with the same arguments; mmekd's safe checkpoint type
+    # and its resume hooks added.
+    hooks, stock_hooks = (without_scope(c.default_hooks) for c in (cfg, stock))
+    assert hooks.pop('checkpoint') == dict(
+        stock_hooks.pop('checkpoint'), type='mmekd.AtomicCheckpointHook')
+    assert hooks.pop('exact_resume') == dict(type='mmekd.ExactResumeHook')
+    assert hooks.pop('preemption') == dict(
+        type='mmekd.PreemptionCheckpointHook')
+    assert hooks == stock_hooks
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[key].dataset.type == 'mmekd.CIFAR10'
         assert cfg[key].dataset.data_root == cifar10

@@ -3,13 +3,12 @@
 import os
 import os.path as osp
 import re
-import subprocess
-import sys
 import time
+
+from train_tool import REPO, finish, start_train
 
 from mmekd.utils import safe_load
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 INTERVAL = 4
 # 256 digits, batch 16: 16 iterations per epoch, 3 epochs.
 CONFIG = f"""
@@ -27,22 +26,13 @@ default_hooks = dict(
 """
 
 
-def _train(cfg, work_dir, *extra):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    return subprocess.Popen(
-        [sys.executable, osp.join(REPO, 'tools', 'train.py'), cfg,
-         '--work-dir', work_dir, '--no-validate', *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
-
-
 def test_sigkill_then_resume(tmp_path):
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(CONFIG)
     work_dir = str(tmp_path / 'work')
     last = osp.join(work_dir, 'last_checkpoint')
 
-    proc = _train(str(cfg), work_dir)
+    proc = start_train(str(cfg), work_dir)
     deadline = time.time() + 240
     while not osp.exists(last):
         assert proc.poll() is None, proc.communicate()[0][-3000:]
@@ -58,9 +48,7 @@ def test_sigkill_then_resume(tmp_path):
     saved_iter = safe_load(ckpt)['meta']['iter']
     assert saved_iter >= INTERVAL and saved_iter % INTERVAL == 0
 
-    proc = _train(str(cfg), work_dir, '--resume')
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
+    out = finish(start_train(str(cfg), work_dir, '--resume'))
     resumed = int(re.search(r'resumed epoch: \d+, iter: (\d+)', out)[1])
     assert resumed == saved_iter
     final = safe_load(osp.join(work_dir, 'iter_48.pth'))

@@ -2,15 +2,10 @@
 """Exact resume from a mid-epoch, iteration-based checkpoint (DDNN)."""
 import os
 import os.path as osp
-import subprocess
-import sys
 
-import torch
+from train_tool import REPO, assert_same_weights, finish, start_train
 
 from mmekd.utils import safe_load
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TRAIN = osp.join(REPO, 'tools', 'train.py')
 
 # A tiny DDNN on 64 digits: 4 iterations per epoch, 2 epochs. Random crop and
 # shuffling stay on: both must be reproduced after resuming.
@@ -33,30 +28,11 @@ randomness = dict(seed=0, deterministic=True)
 """
 
 
-def _train(cfg, work_dir, *extra):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    return subprocess.Popen(
-        [sys.executable, TRAIN, cfg, '--work-dir', work_dir,
-         '--no-validate', *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
-
-
-def _finish(proc):
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
-def _weights(path):
-    return safe_load(path)['state_dict']
-
-
 def test_resume_mid_epoch_is_exact(tmp_path):
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(CONFIG)
     full = str(tmp_path / 'full')
-    _finish(_train(str(cfg), full))
+    finish(start_train(str(cfg), full))
     # iter_6.pth is the 2nd of the 4 iterations of epoch 2: resume there.
     ckpt = osp.join(full, 'iter_6.pth')
     meta = safe_load(ckpt)['meta']
@@ -64,15 +40,11 @@ def test_resume_mid_epoch_is_exact(tmp_path):
     assert 'rng_state' in safe_load(ckpt)
 
     resumed = str(tmp_path / 'resumed')
-    out = _finish(_train(str(cfg), resumed, '--resume', ckpt))
+    out = finish(start_train(str(cfg), resumed, '--resume', ckpt))
     assert 'Resuming epoch 2 at batch 3' in out
 
-    expected = _weights(osp.join(full, 'iter_8.pth'))
-    got = _weights(osp.join(resumed, 'iter_8.pth'))
-    assert expected.keys() == got.keys()
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0,
-                                   msg=key)
+    assert_same_weights(osp.join(full, 'iter_8.pth'),
+                        osp.join(resumed, 'iter_8.pth'))
     # MMEngine alone would restart epoch 2 from its first batch and train
     # 4 more iterations (iter_9.pth, iter_10.pth), not 2.
     assert sorted(f for f in os.listdir(resumed) if f.endswith('.pth')) == [

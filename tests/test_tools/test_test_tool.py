@@ -183,6 +183,12 @@ def _args(tool, argv, monkeypatch):
     (['--amp'], '--amp needs a CUDA GPU'),
     (['--cfg-options', 'optim_wrapper.type=AmpOptimWrapper'],
      'optim_wrapper.type=AmpOptimWrapper .* needs a CUDA GPU'),
+    # Would replace mmekd.AtomicCheckpointHook: refused, not rewritten.
+    (['--cfg-options', 'default_hooks.checkpoint.type=CheckpointHook'],
+     "default_hooks.checkpoint.type='CheckpointHook' is MMEngine's plain "
+     'CheckpointHook'),
+    (['--cfg-options', 'default_hooks.checkpoint.type=mmengine.'
+      'CheckpointHook'], "type='mmengine.CheckpointHook' is MMEngine's"),
 ])
 def test_train_cli_validation(tmp_path, monkeypatch, argv, message):
     train = load_tool('train')

@@ -31,6 +31,8 @@ from mmpretrain.models import ResNet, ResNet_CIFAR
 
 from mmekd.apis import (build_model, export_subnet, input_size,
                         load_ddnn_model, net_arch_name)
+from mmekd.utils import (OutputIsInputError, atomic_output,
+                         check_outputs_not_inputs)
 
 
 def parse_args():
@@ -78,6 +80,12 @@ def plain_reference(exported: torch.nn.Module, plain_cfg: dict,
 
 def main():
     args = parse_args()
+    try:
+        check_outputs_not_inputs(
+            dict(out=args.out),
+            dict(config=args.config, checkpoint=args.checkpoint))
+    except OutputIsInputError as e:
+        raise SystemExit(f'benchmark_inference: error: {e}')
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = mmengine.Config.fromfile(args.config)
@@ -153,7 +161,8 @@ def main():
         ]) + ' |')
     print('\n'.join(lines))
     if args.out:
-        mmengine.dump(results, args.out)
+        with atomic_output(args.out) as tmp:
+            mmengine.dump(results, tmp)
 
 
 if __name__ == '__main__':

@@ -25,6 +25,8 @@ import mmekd  # noqa: F401
 from mmekd.apis import load_ddnn_model
 from mmekd.evaluation.net_table import per_net_metrics
 from mmekd.models.utils import recalibrate_bn
+from mmekd.utils import (OutputIsInputError, atomic_output,
+                         check_outputs_not_inputs)
 
 
 def parse_args():
@@ -57,6 +59,12 @@ def evaluate(model, loader, evaluator_cfg) -> dict:
 
 def main():
     args = parse_args()
+    try:
+        check_outputs_not_inputs(
+            dict(out=args.out),
+            dict(config=args.config, checkpoint=args.checkpoint))
+    except OutputIsInputError as e:
+        raise SystemExit(f'eval_recalibrated: error: {e}')
     cfg = mmengine.Config.fromfile(args.config)
     model = load_ddnn_model(cfg, args.checkpoint)
     model.eval_all_nets = True
@@ -94,11 +102,12 @@ def main():
         lines.append('| ' + ' | '.join(cells) + ' |')
     print('\n'.join(lines))
     if args.out:
-        mmengine.dump(
-            dict(top1={net: {str(k): v for k, v in r.items()}
-                       for net, r in results.items()},
-                 batches_used={str(n): used[n] for n in args.num_batches}),
-            args.out)
+        with atomic_output(args.out) as tmp:
+            mmengine.dump(
+                dict(top1={net: {str(k): v for k, v in r.items()}
+                           for net, r in results.items()},
+                     batches_used={str(n): used[n]
+                                   for n in args.num_batches}), tmp)
 
 
 if __name__ == '__main__':

@@ -22,6 +22,8 @@ import mmengine
 import mmekd  # noqa: F401
 from mmekd.apis import load_ddnn_model, net_costs
 from mmekd.evaluation.net_table import per_net_metrics
+from mmekd.utils import (OutputIsInputError, atomic_output, atomic_write,
+                         check_outputs_not_inputs)
 
 
 def parse_args():
@@ -140,6 +142,16 @@ def plot(rows: List[dict], results: dict, title: str, path: str) -> tuple:
 
 def main():
     args = parse_args()
+    name = osp.splitext(osp.basename(args.config))[0]
+    out_dir = args.out_dir or osp.join('work_dirs', 'subnet_costs')
+    stem = osp.join(out_dir, f'{name}_costs')
+    try:
+        check_outputs_not_inputs(
+            {ext: stem + ext for ext in ('.md', '.csv', '.png')},
+            dict(config=args.config, checkpoint=args.checkpoint,
+                 results=args.results))
+    except OutputIsInputError as e:
+        raise SystemExit(f'subnet_costs: error: {e}')
     cfg = mmengine.Config.fromfile(args.config)
     model = load_ddnn_model(cfg, args.checkpoint)
     shape = None
@@ -152,14 +164,11 @@ def main():
         raise SystemExit(f'{args.results} has nets {unknown} that '
                          f'{args.config} does not have')
     table = format_rows(rows, results)
-    name = osp.splitext(osp.basename(args.config))[0]
-    out_dir = args.out_dir or osp.join('work_dirs', 'subnet_costs')
     os.makedirs(out_dir, exist_ok=True)
-    stem = osp.join(out_dir, f'{name}_costs')
     md = markdown(table)
-    with open(stem + '.md', 'w') as f:
-        f.write(md + '\n')
-    with open(stem + '.csv', 'w', newline='') as f:
+    atomic_write(stem + '.md', md + '\n')
+    with atomic_output(stem + '.csv') as tmp, open(tmp, 'w',
+                                                   newline='') as f:
         writer = csv.DictWriter(
             f, fieldnames=['net', 'arch', 'blocks', 'plain_type', 'height',
                            'width', 'params', 'flops'] +
@@ -180,7 +189,8 @@ def main():
     print(md)
     written = [stem + '.md', stem + '.csv']
     if results:
-        plot(rows, results, f'{name}: top-1 vs FLOPs', stem + '.png')
+        with atomic_output(stem + '.png') as tmp:
+            plot(rows, results, f'{name}: top-1 vs FLOPs', tmp)
         written.append(stem + '.png')
     print('\nwritten: ' + ', '.join(written))
     if not results:

@@ -19,7 +19,9 @@ import torch
 from mmengine.config import Config
 
 import mmekd  # noqa: F401
-from mmekd.utils import CheckpointMismatchError, NonFiniteStateError
+from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
+                         OutputIsInputError, atomic_output,
+                         check_outputs_not_inputs)
 from mmekd.apis import (ExportError, build_model, check_net,
                         check_net_in_checkpoint, describe_channel_order,
                         export_onnx, export_subnet, input_size, load_config,
@@ -47,6 +49,12 @@ def parse_args():
 
 def main():
     args = parse_args()
+    try:
+        check_outputs_not_inputs(
+            dict(out=args.out),
+            dict(config=args.config, checkpoint=args.checkpoint))
+    except OutputIsInputError as e:
+        sys.exit(f'export_onnx: error: {e}')
     cfg = load_config(args.config)
     try:
         model = load_ddnn_model(cfg, args.checkpoint)
@@ -72,7 +80,8 @@ def main():
             mean=json.dumps(pre.mean.flatten().tolist()),
             std=json.dumps(pre.std.flatten().tolist()),
             to_rgb=str(bool(getattr(pre, 'to_rgb', False))))
-    export_onnx(plain, args.out, (3, h, w), args.opset, meta)
+    with atomic_output(args.out) as tmp:
+        export_onnx(plain, tmp, (3, h, w), args.opset, meta)
     x = torch.randn(4, 3, h, w, generator=torch.Generator().manual_seed(0))
     diff = verify_onnx(args.out, plain, x, args.atol)
     print(f'{args.out}: net {args.net} ({plain_cfg["backbone"]["type"]}, '

@@ -5,8 +5,11 @@ from .deferred_runtime_info_hook import DeferredRuntimeInfoHook
 from .exact_resume_hook import ExactResumeHook
 from .knowledge_evolution_hook import KnowledgeEvolutionHook
 from .log_interval_hook import ShortEpochLogIntervalHook
+from .preemption_checkpoint_hook import (PreemptionCheckpointHook,
+                                         TrainingPreempted)
 
 __all__ = [
     'AtomicCheckpointHook', 'CheckpointKeysHook', 'DeferredRuntimeInfoHook',
-    'ExactResumeHook', 'KnowledgeEvolutionHook', 'ShortEpochLogIntervalHook'
+    'ExactResumeHook', 'KnowledgeEvolutionHook', 'PreemptionCheckpointHook',
+    'ShortEpochLogIntervalHook', 'TrainingPreempted'
 ]

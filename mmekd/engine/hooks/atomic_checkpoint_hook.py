@@ -20,6 +20,30 @@ from mmekd.vocabulary import unwrap_model
 _STALE_TMP = re.compile(r'(\.pth\.tmp|^last_checkpoint\.tmp\d+)$')
 
 
+def save_checkpoint_atomically(runner, out_dir: str, filename: str,
+                               **kwargs) -> None:
+    """``runner.save_checkpoint(out_dir, filename, **kwargs)`` to a temp file
+    that is fsynced and renamed to ``filename`` (a local ``out_dir``).
+
+    Raises:
+        NonFiniteStateError: The model holds NaN or infinite values; nothing
+            is written.
+    """
+    model = unwrap_model(runner.model)
+    check_finite(
+        model.state_dict(), f'The model at iteration {runner.iter}',
+        advice=f'Not saving {filename}: training diverged. Resume from '
+        'an earlier checkpoint with a lower learning rate or gradient '
+        'clipping.')
+    tmp_name = f'{filename}.tmp'
+    # The class's method: AtomicCheckpointHook routes runner.save_checkpoint
+    # of the best checkpoint here.
+    type(runner).save_checkpoint(runner, out_dir, tmp_name, **kwargs)
+    if is_main_process():  # save_checkpoint is master-only
+        fsync_and_replace(
+            osp.join(out_dir, tmp_name), osp.join(out_dir, filename))
+
+
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """:class:`mmengine.hooks.CheckpointHook` that survives being killed.
@@ -68,19 +92,7 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def _save_atomic(self, runner, filename: str, **kwargs) -> None:
         """``runner.save_checkpoint(out_dir, filename)`` via a temp file."""
-        model = unwrap_model(runner.model)
-        check_finite(
-            model.state_dict(), f'The model at iteration {runner.iter}',
-            advice=f'Not saving {filename}: training diverged. Resume from '
-            'an earlier checkpoint with a lower learning rate or gradient '
-            'clipping.')
-        tmp_name = f'{filename}.tmp'
-        type(runner).save_checkpoint(runner, self.out_dir, tmp_name,
-                                     **kwargs)
-        if is_main_process():  # save_checkpoint is master-only
-            fsync_and_replace(
-                osp.join(self.out_dir, tmp_name),
-                osp.join(self.out_dir, filename))
+        save_checkpoint_atomically(runner, self.out_dir, filename, **kwargs)
 
     @contextmanager
     def _atomic_runner_saves(self, runner):
