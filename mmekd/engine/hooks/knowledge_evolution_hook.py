@@ -14,9 +14,10 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from mmpretrain.evaluation import Accuracy
 
-from mmekd.models.ke import (SPLIT_MODES, KESplit, check_slim_support,
-                             check_split_rate, check_weight_init,
-                             extract_slim, reset_hypothesis_)
+from mmekd.models.ke import (SPLIT_MODES, KESplit, check_ke_support,
+                             check_slim_support, check_split_rate,
+                             check_weight_init, extract_slim,
+                             reset_hypothesis_)
 from mmekd.models.plain_net import build_plain, plain_net
 from mmekd.registry import HOOKS
 from mmekd.utils.atomic_save import atomic_write, fsync_and_replace
@@ -194,6 +195,7 @@ class KnowledgeEvolutionHook(Hook):
         if not isinstance(runner._train_loop, BaseLoop) or self._scheduled:
             return
         self._scheduled = True
+        check_ke_support(self._model(runner))
         fields = self.config_fields(runner)
         shorthand = sorted(k for k in (runner.cfg or {})
                            if str(k).startswith('ke_'))

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
+from mmpretrain.models.backbones import (ConvNeXt, SwinTransformer,
+                                        VisionTransformer)
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from mmekd.utils.numbers import config_number
@@ -29,6 +31,25 @@ SPLIT_MODES = ('kels', 'wels')
 # Layers that own parameters but are never split: their parameters (and
 # statistics) are part of both hypotheses and carry over unchanged.
 _CARRIED_LAYERS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+# Backbones built of LayerNorm transformers / ConvNeXt blocks: Knowledge
+# Evolution's split is for convolutional networks (tested on ResNets).
+_LAYER_NORM_FAMILIES = (ConvNeXt, SwinTransformer, VisionTransformer)
+
+
+def check_ke_support(model: nn.Module) -> None:
+    """Raise :class:`TypeError` for a model Knowledge Evolution does not
+    support: a LayerNorm family backbone (ConvNeXt, Swin, ViT, their
+    depth-dynamic forms)."""
+    backbone = getattr(model, 'backbone', None)
+    if isinstance(backbone, _LAYER_NORM_FAMILIES):
+        raise TypeError(
+            f'Knowledge Evolution supports convolutional ResNet-family '
+            'models (ImageClassifier with ResNet / ResNet_CIFAR, or a DDNN '
+            'with mmekd.DepthDynamicResNet(CIFAR)); the backbone is '
+            f'{type(backbone).__name__}, a LayerNorm family whose split '
+            'is not defined (KELS prunes convolution channels)')
 
 
 def keep_count(rate: float, channels: int) -> int:

@@ -586,3 +586,28 @@ def test_ke_on_ddnn_every_net_dense_and_slim(tmp_path):
             hook.history[-1][f'slim/{net}/top1'])
     rows = open(osp.join(str(tmp_path), 'ke_results.md')).read()
     assert rows.count('| sub1 |') == 2
+
+
+@pytest.mark.parametrize('backbone', [
+    dict(type='mmekd.DepthDynamicConvNeXt',
+         arch=dict(depths=[1, 1, 2, 1], channels=[8, 8, 16, 16]),
+         sub_stage_blocks=[[1, 1, 1, 1]]),
+    dict(type='VisionTransformer', img_size=16, patch_size=8,
+         arch=dict(embed_dims=16, num_layers=2, num_heads=2,
+                   feedforward_channels=32)),
+])
+def test_ke_refused_on_a_layer_norm_family(tmp_path, backbone):
+    """KELS prunes convolution channels: a KE config on ConvNeXt, Swin or
+    ViT (DDNN or plain) is refused before training, naming what works."""
+    cfg = runner_cfg(str(tmp_path))
+    ddnn = backbone['type'].startswith('mmekd.')
+    cfg.model = dict(
+        type='mmekd.DDNNClassifier' if ddnn else 'ImageClassifier',
+        backbone=backbone,
+        head=dict(type='mmekd.MultiNetClsHead' if ddnn else 'LinearClsHead',
+                  num_classes=3, in_channels=16))
+    with pytest.raises(TypeError, match=r'Knowledge Evolution supports '
+                       r'convolutional ResNet-family models .*the backbone '
+                       r'is (DepthDynamicConvNeXt|VisionTransformer), a '
+                       'LayerNorm family'):
+        Runner.from_cfg(cfg).train()
