@@ -25,11 +25,15 @@ def export_onnx(model: nn.Module,
                 out_file: str,
                 input_shape: Sequence[int],
                 opset_version: int = 17,
-                metadata: Optional[dict] = None) -> None:
-    """Export a single-net classifier to ONNX with a dynamic batch axis.
+                metadata: Optional[dict] = None,
+                batch_size: Optional[int] = None) -> None:
+    """Export a single-net classifier to ONNX.
 
     Uses the TorchScript exporter (``dynamo=False``): the torch.export one
-    needs ``onnxscript``, which this stack does not install.
+    needs ``onnxscript``, which this stack does not install. Its tracer
+    can bake the traced batch size into a graph (MMPretrain's Swin window
+    partition does): a dynamic batch axis is checked on a batch of 2 after
+    export, and refused where it does not hold.
 
     Args:
         model (nn.Module): An MMPretrain classifier (e.g. from
@@ -39,9 +43,18 @@ def export_onnx(model: nn.Module,
         opset_version (int): ONNX opset. Defaults to 17.
         metadata (dict, optional): Strings stored as the model's
             ``metadata_props`` (e.g. net, mean, std).
+        batch_size (int, optional): A fixed batch size. Defaults to None
+            (a dynamic batch axis).
+
+    Raises:
+        ValueError: The graph does not hold a dynamic batch.
     """
     wrapper = LogitsModel(model).eval()
-    dummy = torch.zeros(1, *input_shape)
+    dummy = torch.zeros(batch_size or 1, *input_shape)
+    dynamic = {} if batch_size else dict(dynamic_axes={
+        'input': {0: 'batch'},
+        'logits': {0: 'batch'}
+    })
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of the dynamo one.
         warnings.simplefilter('ignore', DeprecationWarning)
@@ -51,11 +64,20 @@ def export_onnx(model: nn.Module,
             dynamo=False,
             input_names=['input'],
             output_names=['logits'],
-            dynamic_axes={
-                'input': {0: 'batch'},
-                'logits': {0: 'batch'}
-            },
-            opset_version=opset_version)
+            opset_version=opset_version,
+            **dynamic)
+    if not batch_size:
+        pair = torch.randn(2, *input_shape,
+                           generator=torch.Generator().manual_seed(0))
+        try:
+            verify_onnx(out_file, model, pair, atol=1e-3)
+        except AssertionError as e:
+            raise ValueError(
+                f'the ONNX graph of {type(model.backbone).__name__} does not '
+                f'hold a dynamic batch ({e} on a batch of 2): the exporter '
+                'baked the traced batch size into it; export with a fixed '
+                'batch size (batch_size=N, tools/deploy/export_onnx.py '
+                '--batch-size N)') from None
     if metadata:
         import onnx
         proto = onnx.load(out_file)
