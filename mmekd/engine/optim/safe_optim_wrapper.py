@@ -20,6 +20,7 @@ from mmengine.device import (is_cuda_available, is_mlu_available,
                              is_musa_available, is_npu_available)
 from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from torch.profiler import record_function
 
 from mmekd.registry import OPTIM_WRAPPERS
 from mmekd.utils.numbers import config_int
@@ -30,6 +31,9 @@ CHECKS = ('host', 'device')
 # A deferred check reports itself once this many iterations are pending
 # (mmekd.DeferredRuntimeInfoHook reports at every log line, sooner).
 MAX_PENDING = 1000
+# The profiler range of the check's own work (snapshots, flags, restores):
+# tools/benchmark_train.py --profile reports its host time per step.
+CHECK_RANGE = 'mmekd.nonfinite_check'
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -126,16 +130,18 @@ class SafeOptimWrapperMixin:
         """MMEngine's context, plus: the buffers are kept where a skip may
         restore them, the loss terms of ``model``'s forward are recorded,
         and the ``backward`` calls made inside count as one iteration."""
-        handle = model.register_forward_hook(self._record_loss_terms)
-        self._deferring = self._check_on_device()
-        if self.on_nonfinite == 'skip' or self._deferring:
-            # The forward updates BatchNorm statistics before the loss can
-            # be checked (a deferred 'stop' skips the step too, and reports
-            # later).
-            if self._snapshot is None or self._snapshot.model is not model:
-                self._snapshot = BufferSnapshot(model)
-            self._snapshot.take()
-            self._snapshot_taken = True
+        with record_function(CHECK_RANGE):
+            handle = model.register_forward_hook(self._record_loss_terms)
+            self._deferring = self._check_on_device()
+            if self.on_nonfinite == 'skip' or self._deferring:
+                # The forward updates BatchNorm statistics before the loss
+                # can be checked (a deferred 'stop' skips the step too, and
+                # reports later).
+                if self._snapshot is None or \
+                        self._snapshot.model is not model:
+                    self._snapshot = BufferSnapshot(model)
+                self._snapshot.take()
+                self._snapshot_taken = True
         self._context_depth += 1
         try:
             with super().optim_context(model):
@@ -162,16 +168,20 @@ class SafeOptimWrapperMixin:
         """Back-propagate and step, unless ``loss`` is not finite."""
         if self._deferring:
             try:
-                skip = self._defer_check(loss, self._loss_terms)
+                with record_function(CHECK_RANGE):
+                    skip = self._defer_check(loss, self._loss_terms)
                 # Backward (non-finite gradients are never applied: the
                 # fused step is skipped on the device), step, zero_grad.
                 super().update_params(loss, step_kwargs, zero_kwargs)
-                self._restore_buffers_where(skip)
+                with record_function(CHECK_RANGE):
+                    self._restore_buffers_where(skip)
             finally:
                 self._end_iteration()
             return
         try:
-            if self._is_finite(loss):
+            with record_function(CHECK_RANGE):
+                finite = self._is_finite(loss)
+            if finite:
                 self._window_has_grad = True
                 super().update_params(loss, step_kwargs, zero_kwargs)
             else:
@@ -210,11 +220,14 @@ class SafeOptimWrapperMixin:
         try:
             if self._deferring:
                 # Every backward is done: the buffers may be restored now.
-                self._restore_buffers_where(
-                    self._defer_check(loss, loss_terms))
+                with record_function(CHECK_RANGE):
+                    self._restore_buffers_where(
+                        self._defer_check(loss, loss_terms))
                 self._window_has_grad = True
                 return True
-            if self._is_finite(loss):
+            with record_function(CHECK_RANGE):
+                finite = self._is_finite(loss)
+            if finite:
                 self._window_has_grad = True
                 return True
             self._stop_or_count_skip(self._describe(loss, loss_terms))
