@@ -12,10 +12,14 @@ from tool_loader import REPO, tool_path
 from mmekd.utils import safe_load
 
 
-def start_train(cfg: str, work_dir: str, *extra: str) -> subprocess.Popen:
+def start_train(cfg: str, work_dir: str, *extra: str,
+                python_path: str = '') -> subprocess.Popen:
     """``tools/train.py CFG --work-dir WORK_DIR --no-validate EXTRA...``
-    with this checkout's mmekd, stdout and stderr in ``proc.stdout``."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    with this checkout's mmekd (and ``python_path``, a folder of the
+    config's own modules), stdout and stderr in ``proc.stdout``."""
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(p for p in (REPO, python_path)
+                                          if p))
     return subprocess.Popen(
         [sys.executable, tool_path('train'), cfg, '--work-dir', work_dir,
          '--no-validate', *extra],
