@@ -34,7 +34,8 @@ train_dataloader = dict(
         dict(type='Resize', scale=(16, 16)), dict(type='PackInputs')]),
     sampler=dict(type='DefaultSampler', shuffle=False))
 train_cfg = dict(by_epoch=True, max_epochs=1)
-optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01))
+optim_wrapper = dict(type='mmekd.SafeOptimWrapper',
+                     optimizer=dict(type='SGD', lr=0.01))
 param_scheduler = []
 default_hooks = dict(
     checkpoint=dict(type='mmekd.AtomicCheckpointHook', interval=1),
