@@ -24,14 +24,19 @@ rebuilds each stand-in from validated data:
 - a ``HistoryBuffer`` from its data fields only (``max_length``, the
   value and count histories); its statistics methods are the class's own.
 
+A tensor (rebuilt by torch) must cover its elements without overlap and
+lie inside its storage: a stride of 0 would present any number of
+elements over a few bytes.
+
 Anything else raises :class:`UnsafeCheckpointError`.
 """
 import math
 import pickle
 import re
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 from mmengine.logging import HistoryBuffer
 
 
@@ -136,6 +141,14 @@ def stand_ins() -> List[Any]:
     return pairs
 
 
+def _short(obj: Any, limit: int = 40) -> str:
+    """``repr(obj)`` cut to ``limit`` characters (a file's strings can be
+    megabytes long)."""
+    text = repr(obj) if not isinstance(obj, (str, bytes, bytearray)) or len(
+        obj) <= limit else f'{type(obj).__name__} of length {len(obj)}'
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
 def _dtype(spec: Any) -> np.dtype:
     """A clean numpy dtype for a :class:`DtypeState`, or raise."""
     if not isinstance(spec, DtypeState):
@@ -192,7 +205,8 @@ def _array(spec: ArrayState) -> np.ndarray:
         order='F' if fortran else 'C')
 
 
-def _history_buffer(spec: HistoryBufferState, memo: Dict[int, Any]):
+def _history_buffer(spec: HistoryBufferState, memo: Dict[int, Any],
+                    where: str):
     state = getattr(spec, 'state', None)
     if not isinstance(state, dict):
         raise UnsafeCheckpointError('a HistoryBuffer must be stored with a '
@@ -211,8 +225,8 @@ def _history_buffer(spec: HistoryBufferState, memo: Dict[int, Any]):
             'the statistics_methods of a HistoryBuffer in a checkpoint may '
             f'only name its own methods {list(_STAT_METHODS)}')
     max_length = state['max_length']
-    logs = materialize(state['_log_history'], memo)
-    counts = materialize(state['_count_history'], memo)
+    logs = materialize(state['_log_history'], memo, where)
+    counts = materialize(state['_count_history'], memo, where)
     if type(max_length) is not int or max_length < 1 or not all(
             isinstance(a, np.ndarray) and a.ndim == 1
             and a.dtype.kind in 'biuf'
@@ -227,15 +241,25 @@ def _history_buffer(spec: HistoryBufferState, memo: Dict[int, Any]):
     return buffer
 
 
-def materialize(obj: Any, memo: Dict[int, Any] = None) -> Any:
+def materialize(obj: Any,
+                memo: Optional[Dict[int, Any]] = None,
+                where: str = '') -> Any:
     """Replace every stand-in in ``obj`` (a loaded checkpoint) by the
-    validated numpy / mmengine object it stands for.
+    validated numpy / mmengine object it stands for, and check the layout
+    of every tensor in it.
 
     Containers are rebuilt (lists and dicts in place, so shared references
     stay shared); tensors and plain values are returned as they are.
 
+    Args:
+        obj: What the unpickler returned.
+        memo (dict, optional): Objects already rebuilt, by ``id``.
+        where (str): How ``obj`` is reached (e.g. ``"['state_dict']"``), for
+            messages.
+
     Raises:
-        UnsafeCheckpointError: A stand-in's data is not valid.
+        UnsafeCheckpointError: A stand-in's data is not valid, or a tensor's
+            elements overlap or leave its storage.
     """
     memo = {} if memo is None else memo
     key = id(obj)
@@ -246,13 +270,17 @@ def materialize(obj: Any, memo: Dict[int, Any] = None) -> Any:
     elif isinstance(obj, ArrayState):
         out = _array(obj)
     elif isinstance(obj, HistoryBufferState):
-        out = _history_buffer(obj, memo)
+        out = _history_buffer(obj, memo, where)
     elif isinstance(obj, (StatMethod, NdarrayClass)) or obj is NdarrayClass:
         raise UnsafeCheckpointError(
             f'a checkpoint may not hold {type(obj).__name__} on its own')
+    elif isinstance(obj, torch.Tensor):
+        _check_tensor(obj, where)
+        return obj
     elif isinstance(obj, dict):
         memo[key] = obj
-        items = [(materialize(k, memo), materialize(v, memo))
+        items = [(materialize(k, memo, where),
+                  materialize(v, memo, f'{where}[{_short(k, 120)}]'))
                  for k, v in obj.items()]
         obj.clear()
         try:
@@ -262,16 +290,55 @@ def materialize(obj: Any, memo: Dict[int, Any] = None) -> Any:
         return obj
     elif isinstance(obj, list):
         memo[key] = obj
-        obj[:] = [materialize(v, memo) for v in obj]
+        obj[:] = [
+            materialize(v, memo, f'{where}[{i}]') for i, v in enumerate(obj)
+        ]
         return obj
     elif type(obj) is tuple:
-        out = tuple(materialize(v, memo) for v in obj)
+        out = tuple(
+            materialize(v, memo, f'{where}[{i}]') for i, v in enumerate(obj))
     elif type(obj) in (set, frozenset):
-        out = type(obj)(materialize(v, memo) for v in obj)
+        out = type(obj)(materialize(v, memo, where) for v in obj)
     else:
         return obj
     memo[key] = out
     return out
+
+
+def _check_tensor(tensor: torch.Tensor, where: str) -> None:
+    if tensor.layout != torch.strided:
+        return  # sparse tensors: torch checks their invariants on load
+    problem = _tensor_layout_problem(
+        tuple(tensor.shape), tensor.stride(), tensor.storage_offset(),
+        tensor.element_size(), tensor.untyped_storage().nbytes())
+    if problem:
+        raise UnsafeCheckpointError(
+            f'the tensor {where + " " if where else ""}of shape '
+            f'{tuple(tensor.shape)} {problem}')
+
+
+def _tensor_layout_problem(shape: Sequence[int], stride: Sequence[int],
+                           offset: int, itemsize: int,
+                           nbytes: int) -> Optional[str]:
+    """Why a strided tensor does not cover its elements without overlap
+    inside a storage of ``nbytes`` bytes, or None if it does. Only the
+    numbers are read: nothing of the storage is touched."""
+    if math.prod(shape) == 0:
+        return None
+    reach = 0  # the last element (from the offset) the dims so far reach
+    for step, size in sorted((st, n) for n, st in zip(shape, stride)
+                             if n > 1):
+        if step <= reach:
+            return (f'has strides {tuple(stride)} under which its '
+                    f'{math.prod(shape)} elements overlap (a stride of 0, or '
+                    'one a smaller dimension already reaches); its storage '
+                    f'holds {nbytes} bytes')
+        reach += (size - 1) * step
+    end = (offset + reach + 1) * itemsize
+    if offset < 0 or end > nbytes:
+        return (f'(strides {tuple(stride)}, offset {offset}) reaches byte '
+                f'{end} of a storage of {nbytes} bytes')
+    return None
 
 
 __all__ = ['UnsafeCheckpointError', 'stand_ins', 'materialize']

@@ -9,6 +9,8 @@ stores one in any of the file formats a user can be handed.
 import io
 import os
 import pickle
+import struct
+import zipfile
 
 import numpy as np
 import torch
@@ -123,3 +125,30 @@ def dumps(payload) -> bytes:
     buf = io.BytesIO()
     torch.save(dict(payload=payload), buf)
     return buf.getvalue()
+
+
+def aliased_records(base: bytes, source: str) -> bytes:
+    """``base`` (a torch zip file) rewritten so that every record named
+    ``source + N`` (N >= 1) points at the bytes of ``source + '0'``: the
+    file holds one storage, its records declare them all."""
+    records = zipfile.ZipFile(io.BytesIO(base)).infolist()
+    out, central, offsets = io.BytesIO(), [], {}
+    for r in records:
+        data = zipfile.ZipFile(io.BytesIO(base)).read(r)
+        name = r.filename.encode()
+        alias = r.filename.startswith(source) and r.filename != source + '0'
+        if not alias:
+            offsets[r.filename] = out.tell()
+            out.write(struct.pack('<4s5H3I2H', b'PK\x03\x04', 20, 0, 0, 0,
+                                  0, r.CRC, len(data), len(data), len(name),
+                                  0) + name + data)
+        offset = offsets[source + '0' if alias else r.filename]
+        central.append(
+            struct.pack('<4s6H3I5HII', b'PK\x01\x02', 20, 20, 0, 0, 0, 0,
+                        r.CRC, len(data), len(data), len(name), 0, 0, 0, 0,
+                        0, offset) + name)
+    start = out.tell()
+    out.write(b''.join(central))
+    out.write(struct.pack('<4s4H2IH', b'PK\x05\x06', 0, 0, len(central),
+                          len(central), out.tell() - start, start, 0))
+    return out.getvalue()

@@ -4,7 +4,8 @@
 The 14 ways a user loads a checkpoint (tools, ``--resume``, ``load_from``,
 ``init_cfg``, MMPretrain/MMEngine APIs, a Knowledge Evolution generation
 checkpoint) are each given: a pickled shell command as a plain pickle, a
-torch zip file and a legacy torch file; a real checkpoint with code in its
+torch zip file and a legacy torch file (the plain pickle is refused as
+not a checkpoint, before it is read); a real checkpoint with code in its
 stored config (``meta['cfg']``); one with the numpy payload that made the
 old allow-list dereference attacker bytes (SIGSEGV); one with a
 ``HistoryBuffer`` whose state replaces ``mean``. ``load_matrix.py`` runs
@@ -20,7 +21,7 @@ import pytest
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(HERE))
-PICKLE_LEVEL = ('shell_pickle', 'shell_zip', 'shell_legacy', 'numpy_crash',
+PICKLE_LEVEL = ('shell_zip', 'shell_legacy', 'numpy_crash',
                 'history_buffer_override')
 # Paths that read the stored config (to check which nets were trained).
 READ_META_CFG = ('export_subnet', 'export_onnx', 'mmekd.apis.load_ddnn_model')
@@ -69,6 +70,11 @@ def test_load_path_refuses_hostile_files(matrix, path):
         assert r['outcome'] == 'refused', (path, payload)
         assert f"Refusing to load checkpoint {r['file']}" in r['message'], (
             path, payload, r['message'])
+    # A plain pickle is not a checkpoint: refused before anything is read.
+    r = rows['shell_pickle']
+    assert r['outcome'] == 'refused', path
+    assert (f"Cannot read checkpoint {r['file']}: the file is not a PyTorch "
+            'checkpoint') in r['message'], (path, r['message'])
     meta = rows['code_in_meta_cfg']
     if path in READ_META_CFG:
         assert meta['outcome'] == 'refused'
