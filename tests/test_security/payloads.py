@@ -105,6 +105,18 @@ def history_buffer_payloads():
     }
 
 
+class Reduce:
+    """Pickles as ``fn(*args)``, then ``__setstate__(state)`` if given."""
+
+    def __init__(self, fn, args, state=None):
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self):
+        if self.state is None:
+            return (self.fn, self.args)
+        return (self.fn, self.args, self.state)
+
+
 def write(path, kind: str, payload) -> None:
     """Write ``{'state_dict': {}, 'meta': {}, 'payload': payload}`` as a
     torch zip file (``'zip'``), a legacy torch file (``'legacy'``) or a
@@ -152,3 +164,63 @@ def aliased_records(base: bytes, source: str) -> bytes:
     out.write(struct.pack('<4s4H2IH', b'PK\x05\x06', 0, 0, len(central),
                           len(central), out.tell() - start, start, 0))
     return out.getvalue()
+
+
+def python2_pickle(obj) -> bytes:
+    """``obj`` (dicts, lists, str, int, uint8 arrays) pickled as Python 2's
+    cPickle wrote the CIFAR files (protocol 2, numpy 1.x): byte strings,
+    ``_reconstruct(ndarray, (0,), 'b')`` and a dtype ``('u1', 0, 1)``."""
+    out = [pickle.PROTO + b'\x02']
+
+    def string(s: bytes):
+        out.append(pickle.SHORT_BINSTRING + bytes([len(s)]) + s if len(s) <
+                   256 else pickle.BINSTRING + struct.pack('<i', len(s)) + s)
+
+    def integer(i: int):
+        out.append(pickle.BININT + struct.pack('<i', i))
+
+    def save(o):
+        if isinstance(o, dict):
+            out.append(pickle.EMPTY_DICT + pickle.MARK)
+            for k, v in o.items():
+                save(k)
+                save(v)
+            out.append(pickle.SETITEMS)
+        elif isinstance(o, list):
+            out.append(pickle.EMPTY_LIST + pickle.MARK)
+            for v in o:
+                save(v)
+            out.append(pickle.APPENDS)
+        elif isinstance(o, str):
+            string(o.encode('latin1'))
+        elif isinstance(o, int):
+            integer(o)
+        elif isinstance(o, np.ndarray) and o.dtype == np.uint8:
+            out.append(pickle.GLOBAL + b'numpy.core.multiarray\n_reconstruct'
+                       b'\n' + pickle.GLOBAL + b'numpy\nndarray\n')
+            integer(0)
+            out.append(pickle.TUPLE1)
+            string(b'b')
+            out.append(pickle.TUPLE3 + pickle.REDUCE + pickle.MARK)
+            integer(1)
+            out.append(pickle.MARK)
+            for n in o.shape:
+                integer(n)
+            out.append(pickle.TUPLE + pickle.GLOBAL + b'numpy\ndtype\n')
+            string(b'u1')
+            integer(0)
+            integer(1)
+            out.append(pickle.TUPLE3 + pickle.REDUCE + pickle.MARK)
+            integer(3)
+            string(b'|')
+            out.append(pickle.NONE * 3)
+            for i in (-1, -1, 0):
+                integer(i)
+            out.append(pickle.TUPLE + pickle.BUILD + pickle.NEWFALSE)
+            string(o.tobytes())
+            out.append(pickle.TUPLE + pickle.BUILD)
+        else:
+            raise TypeError(type(o))
+
+    save(obj)
+    return b''.join(out) + pickle.STOP
