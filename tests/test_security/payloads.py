@@ -1,14 +1,19 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-"""Hostile checkpoint contents, built as an attacker would build them.
+"""Hostile checkpoint and dataset contents, built as an attacker would
+build them.
 
 Each payload is an object whose pickle, once unpickled by a loader that
 trusts numpy's or mmengine's own rebuild functions, runs a shell command,
 crashes the process or breaks the resumed run. ``write(path, kind, payload)``
-stores one in any of the file formats a user can be handed.
+stores one in any of the file formats a user can be handed;
+``write_container_payload`` and ``write_cifar_payload`` write files that are
+hostile as files (compressed records, FIFOs, devices, random bytes).
 """
+import codecs
 import io
 import os
 import pickle
+import random
 import struct
 import zipfile
 
@@ -224,3 +229,90 @@ def python2_pickle(obj) -> bytes:
 
     save(obj)
     return b''.join(out) + pickle.STOP
+
+
+# Files that are hostile as files, for checkpoints and CIFAR batches alike.
+FILE_PAYLOADS = ('fifo', 'urandom_symlink', 'random_bytes')
+
+
+def _write_file_payload(path, payload: str) -> None:
+    if payload == 'fifo':
+        os.mkfifo(path)
+    elif payload == 'urandom_symlink':
+        os.symlink('/dev/urandom', path)
+    elif payload == 'random_bytes':
+        with open(path, 'wb') as f:
+            f.write(random.Random(0).randbytes(4096))
+    else:
+        raise ValueError(payload)
+
+
+CONTAINER_PAYLOADS = ('compressed_record', 'zero_stride') + FILE_PAYLOADS
+
+
+def write_container_payload(path, payload: str, base) -> None:
+    """Write ``payload`` at ``path``: ``base`` (a checkpoint, as saved by
+    torch) with its zip records deflated (``compressed_record``), ``base``
+    with a tensor of 2**40 elements over 16 bytes added to its state dict
+    (``zero_stride``), or one of :data:`FILE_PAYLOADS`."""
+    if payload == 'compressed_record':
+        with zipfile.ZipFile(base) as src, zipfile.ZipFile(path, 'w') as dst:
+            for info in src.infolist():
+                dst.writestr(info.filename, src.read(info),
+                             compress_type=zipfile.ZIP_DEFLATED)
+    elif payload == 'zero_stride':
+        ckpt = torch.load(base, weights_only=False)
+        ckpt['state_dict']['zero_stride'] = torch.zeros(4).as_strided(
+            (2**20, 2**20), (0, 0))
+        torch.save(ckpt, path)
+    else:
+        _write_file_payload(path, payload)
+
+
+def cifar_batch(rows: int = 2, labels_key: str = 'labels') -> dict:
+    """A valid CIFAR batch: ``rows`` images, image i filled with i."""
+    data = np.repeat(np.arange(rows, dtype=np.uint8), 3072).reshape(rows, -1)
+    return {'batch_label': 'a batch', labels_key: list(range(rows)),
+            'data': data, 'filenames': [f'{i}.png' for i in range(rows)]}
+
+
+CIFAR_PAYLOADS = (
+    'shell', 'object_array_cleared_flags', 'absurd_start_shape',
+    'absurd_shape', 'short_rows', 'numpy_scalar_labels', 'codecs_call',
+    'not_a_dict', 'truncated') + FILE_PAYLOADS
+
+
+def write_cifar_payload(path, payload: str, marker) -> None:
+    """Write the CIFAR batch ``payload`` at ``path``: a pickled shell
+    command, numpy arrays numpy itself would crash on or allocate 256 GiB
+    for, rows of the wrong length, numpy scalars, a call of
+    ``_codecs.encode`` other than protocol 2's, a list, a truncated batch,
+    or one of :data:`FILE_PAYLOADS`."""
+    if payload in FILE_PAYLOADS:
+        return _write_file_payload(path, payload)
+    good = cifar_batch()
+    u1 = np.dtype('u1').__reduce__()[2]
+    objects = {
+        'shell': dict(good, data=RunsShell(marker)),
+        # The SIGSEGV: 16 file bytes cast from 'object' as pointers.
+        'object_array_cleared_flags': dict(
+            good, data=numpy_payloads()['object_array_cleared_flags']),
+        # numpy allocates the shape _reconstruct is given: 256 GiB.
+        'absurd_start_shape': dict(good, data=Reduce(
+            _reconstruct, (np.ndarray, (2**38, ), b'b'),
+            good['data'].__reduce__()[2])),
+        'absurd_shape': dict(good, data=Array(
+            (1, (2**19, 2**19), Dtype('u1', u1), False, b'A' * 16))),
+        'short_rows': dict(good, data=np.zeros((40, 3000), np.uint8),
+                           labels=[0] * 40),
+        'numpy_scalar_labels': dict(good, labels=[np.int64(0)] * 2),
+        'codecs_call': dict(good, batch_label=Reduce(
+            codecs.encode, ('a batch', 'rot13'))),
+        'not_a_dict': [good['data']],
+        'truncated': good,
+    }
+    # Protocol 4, as an attacker would: protocol 2 pickles bytes through
+    # _codecs.encode, which the loader refused before it read the rest.
+    data = pickle.dumps(objects[payload], protocol=4)
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2] if payload == 'truncated' else data)
