@@ -57,6 +57,9 @@ _DTYPE_NAME = re.compile(r'^(b1|[iu][1248]|f[248]|c(?:8|16)|[US]\d{1,6})$')
 _MAX_NDIM = 32
 _NUMPY_MODULES = ('numpy.core.multiarray', 'numpy._core.multiarray')
 _STAT_METHODS = ('min', 'max', 'current', 'mean')
+# Values materialize() returns as they are (skipped without a call: a CIFAR
+# batch holds 150,000 of them).
+_PLAIN = frozenset((int, float, complex, bool, str, bytes, type(None)))
 
 
 class DtypeState:
@@ -264,15 +267,15 @@ def _array(spec: ArrayState) -> np.ndarray:
             f'data, got {type(data).__name__} of length '
             f'{len(data) if hasattr(data, "__len__") else "?"}')
     try:
-        # One copy, writable; a str is a Python 2 string read with
-        # encoding='latin1' (numpy's own __setstate__ takes it so).
-        buffer = bytearray(data, 'latin1') if isinstance(
-            data, str) else bytearray(data)
+        # A str is a Python 2 string read with encoding='latin1' (numpy's
+        # own __setstate__ takes it so).
+        raw = data.encode('latin1') if isinstance(data, str) else data
     except UnicodeEncodeError:
         raise UnsafeCheckpointError(
             f'the data of a numpy {dtype} array is a string with '
             'characters above 255, not bytes') from None
-    flat = np.frombuffer(buffer, dtype=dtype)
+    # A copy: writable, and shared with nothing else from the file.
+    flat = np.frombuffer(raw, dtype=dtype).copy()
     return flat.reshape(shape, order='F' if fortran else 'C')
 
 
@@ -351,8 +354,9 @@ def materialize(obj: Any,
         return obj
     elif isinstance(obj, dict):
         memo[key] = obj
-        items = [(materialize(k, memo, where),
-                  materialize(v, memo, f'{where}[{_short(k, 120)}]'))
+        items = [(k if type(k) in _PLAIN else materialize(k, memo, where),
+                  v if type(v) in _PLAIN else materialize(
+                      v, memo, f'{where}[{_short(k, 120)}]'))
                  for k, v in obj.items()]
         obj.clear()
         try:
@@ -363,12 +367,14 @@ def materialize(obj: Any,
     elif isinstance(obj, list):
         memo[key] = obj
         obj[:] = [
-            materialize(v, memo, f'{where}[{i}]') for i, v in enumerate(obj)
+            v if type(v) in _PLAIN else materialize(v, memo, f'{where}[{i}]')
+            for i, v in enumerate(obj)
         ]
         return obj
     elif type(obj) is tuple:
         out = tuple(
-            materialize(v, memo, f'{where}[{i}]') for i, v in enumerate(obj))
+            v if type(v) in _PLAIN else materialize(v, memo, f'{where}[{i}]')
+            for i, v in enumerate(obj))
     elif type(obj) in (set, frozenset):
         out = type(obj)(materialize(v, memo, where) for v in obj)
     else:
