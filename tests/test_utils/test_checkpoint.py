@@ -4,6 +4,7 @@ import os
 import os.path as osp
 import pickle
 import signal
+import struct
 import sys
 import zipfile
 
@@ -238,6 +239,20 @@ def test_records_sharing_bytes_are_refused(tmp_path):
                        match=f'aliased.pth: its records declare 671[0-9]{{5}} '
                        f'bytes in all, more than the {size} bytes of the '
                        r'file \(they overlap\)'):
+        safe_load(str(path))
+
+
+def test_record_declaring_bytes_beyond_the_file_is_refused(tmp_path):
+    path = tmp_path / 'forged.pth'
+    torch.save({'w': torch.zeros(4)}, path)
+    data = bytearray(path.read_bytes())
+    # The central directory entry of the storage: its sizes, 1 GiB.
+    entry = data.rindex(b'PK\x01\x02', 0, data.rindex(b'forged/data/0'))
+    data[entry + 20:entry + 28] = struct.pack('<II', 2**30, 2**30)
+    path.write_bytes(data)
+    with pytest.raises(UnsafeCheckpointError,
+                       match="its record 'forged/data/0' declares 1073741824 "
+                       f'bytes that the {len(data)}-byte file does not hold'):
         safe_load(str(path))
 
 
