@@ -1,49 +1,129 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """CIFAR-10/100 from local files, without md5 checks or downloads."""
-import io
+import _compat_pickle
 import os.path as osp
 import pickle
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 from mmpretrain.datasets import CIFAR10 as _MMPretrainCIFAR10
 from mmpretrain.datasets import CIFAR100 as _MMPretrainCIFAR100
 
 from mmekd.registry import DATASETS
+from mmekd.utils.regular_file import NotARegularFileError, open_regular_file
+from mmekd.utils.safe_objects import (ArrayState, UnsafeCheckpointError,
+                                      array_layout, array_pickle_stand_ins,
+                                      materialize)
+
+ROW_BYTES = 3 * 32 * 32  # one image: the R, G and B planes of 32 x 32
+_ROW_SHAPES = ((ROW_BYTES, ), (3, 32, 32))
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles the CIFAR batches (dicts of lists, strings and numpy arrays)
-    and refuses anything else, so a tampered data file cannot run code."""
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR batch (dicts of lists, strings and numpy arrays)
+    into data: the numpy names map to the inert stand-ins of
+    :mod:`mmekd.utils.safe_objects` (no numpy code runs on the file's
+    bytes), and anything else is refused."""
 
-    _ALLOWED = {
-        ('numpy.core.multiarray', '_reconstruct'),
-        ('numpy._core.multiarray', '_reconstruct'),
-        ('numpy', 'ndarray'),
-        ('numpy', 'dtype'),
-    }
+    _STAND_INS = {name: obj for obj, name in array_pickle_stand_ins()}
 
     def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f'refusing to unpickle {module}.{name}: a CIFAR batch holds only '
-            'lists, strings and numpy arrays')
+        # Python 2 names, as pickle.Unpickler maps them (fix_imports).
+        module, name = _compat_pickle.NAME_MAPPING.get(
+            (module, name), (_compat_pickle.IMPORT_MAPPING.get(
+                module, module), name))
+        stand_in = self._STAND_INS.get(f'{module}.{name}')
+        if stand_in is None:
+            raise pickle.UnpicklingError(
+                f'refusing to unpickle {module}.{name}: a CIFAR batch holds '
+                'only lists, strings and numpy arrays')
+        return stand_in
 
 
 def load_cifar_batch(path: str) -> dict:
-    """Read one CIFAR pickle batch (``data_batch_1``, ``train``, ``meta``)."""
-    if not osp.isfile(path):
+    """Read one CIFAR pickle batch (``data_batch_1``, ``train``, ``meta``)
+    as data: Python 2 or 3 pickles, protocols 0 to 4.
+
+    Its numpy arrays are rebuilt from validated bytes, never by numpy's own
+    unpickling functions; a batch's ``'data'`` must be uint8 rows of
+    :data:`ROW_BYTES` bytes, checked before anything is allocated.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is not a CIFAR batch: not a regular file, not a
+            pickle of a dict of lists, strings and numpy arrays, or
+            ``'data'`` that is not rows of images. The message names the
+            file.
+    """
+    invalid = f'{path} is not a valid CIFAR pickle batch'
+    try:
+        with open_regular_file(path) as f:
+            entry = _BatchUnpickler(f, encoding='latin1').load()
+    except FileNotFoundError:
         raise FileNotFoundError(
             f'CIFAR file {path} does not exist; data_root must contain the '
-            "standard 'cifar-10-batches-py/' or 'cifar-100-python/' folder")
-    with open(path, 'rb') as f:
+            "standard 'cifar-10-batches-py/' or 'cifar-100-python/' folder"
+        ) from None
+    except (IsADirectoryError, NotARegularFileError) as e:
+        kind = getattr(e, 'kind', 'a directory')
+        raise ValueError(
+            f'CIFAR file {path} is {kind}, not a regular file') from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
+            KeyError, IndexError, AttributeError, MemoryError,
+            RecursionError) as e:  # what garbage makes the unpickler raise
+        reason = str(e).splitlines()[0] if str(e) else ''
+        if not isinstance(e, pickle.UnpicklingError):
+            reason = f'{type(e).__name__}: {reason}'
+        raise ValueError(f'{invalid}: {reason}') from None
+    if not isinstance(entry, dict):
+        raise ValueError(
+            f'{invalid}: it holds a {type(entry).__name__}, not a dict')
+    if 'data' in entry:
+        _check_rows(invalid, entry['data'])
+    try:
+        return materialize(entry)
+    except UnsafeCheckpointError as e:
+        raise ValueError(f'{invalid}: {e}') from None
+
+
+def _check_rows(invalid: str, data: Any) -> None:
+    """Refuse a batch's ``'data'`` that is not uint8 rows of
+    :data:`ROW_BYTES` bytes, from what its pickle declares (before anything
+    is allocated)."""
+    if not isinstance(data, ArrayState):
+        found = f'a {type(data).__name__}'
+    else:
         try:
-            return _ArrayUnpickler(io.BytesIO(f.read()),
-                                   encoding='latin1').load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as e:
-            raise ValueError(f'{path} is not a valid CIFAR pickle batch: '
-                             f'{e}') from None
+            shape, dtype = array_layout(data)
+        except UnsafeCheckpointError as e:
+            found = f'an invalid numpy array: {e}'
+        else:
+            if dtype == np.uint8 and shape[1:] in _ROW_SHAPES:
+                return
+            found = f'an array of shape {shape} and dtype {dtype}'
+    raise ValueError(
+        f"{invalid}: 'data' must hold uint8 rows of {ROW_BYTES} bytes (one "
+        f'3x32x32 image each; shape (N, {ROW_BYTES}) or (N, 3, 32, 32)), '
+        f'found {found}')
+
+
+def _images_and_labels(path: str) -> Tuple[np.ndarray, List[int]]:
+    """The ``'data'`` and the labels of the data batch ``path``."""
+    entry = load_cifar_batch(path)
+    data = entry.get('data')
+    labels = entry.get('labels', entry.get('fine_labels'))
+    if data is None or labels is None:
+        raise ValueError(
+            f"{path} is not a CIFAR data batch: it has no 'data' or no "
+            f"'labels' / 'fine_labels' (its keys: {sorted(map(str, entry))})")
+    if not (isinstance(labels, list) and len(labels) == len(data)
+            and all(type(label) is int for label in labels)):
+        found = (f'a list of {len(labels)}' if isinstance(labels, list) else
+                 f'a {type(labels).__name__}')
+        raise ValueError(
+            f'{path}: the labels must be a list of one int per image '
+            f'({len(data)} images), found {found}')
+    return data, labels
 
 
 class _LocalCIFARMixin:
@@ -117,10 +197,10 @@ class _LocalCIFARMixin:
         files = self.train_list if self.split == 'train' else self.test_list
         imgs, labels = [], []
         for file_name, _ in files:
-            entry = load_cifar_batch(
+            data, file_labels = _images_and_labels(
                 osp.join(root, self.base_folder, file_name))
-            imgs.append(np.asarray(entry['data'], dtype=np.uint8))
-            labels.extend(entry.get('labels', entry.get('fine_labels', [])))
+            imgs.append(data)
+            labels.extend(file_labels)
         imgs = np.vstack(imgs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         if self.channel_order == 'bgr':
             imgs = np.ascontiguousarray(imgs[..., ::-1])

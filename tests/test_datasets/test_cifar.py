@@ -1,17 +1,26 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 import os
+import os.path as osp
 import pickle
+import re
+import sys
 
 import numpy as np
 import pytest
 
 import mmekd  # noqa: F401
+from mmekd.datasets import load_cifar_batch
 from mmekd.registry import DATASETS
 
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_security'))
+from payloads import python2_pickle  # noqa: E402
 
-def write_fake_cifar100(root, per_class=4, num_classes=100, test=True):
+
+def write_fake_cifar100(root, per_class=4, num_classes=100, test=True,
+                        protocol=None):
     """A CIFAR-100 folder in the standard pickle layout, image i of class c
-    filled with the value (c + i) % 256 so images can be identified."""
+    filled with the value (c + i) % 256 so images can be identified;
+    ``protocol`` 'python2' writes the files as Python 2 did."""
     folder = os.path.join(root, 'cifar-100-python')
     os.makedirs(folder, exist_ok=True)
     labels = [c for i in range(per_class) for c in range(num_classes)]
@@ -21,13 +30,14 @@ def write_fake_cifar100(root, per_class=4, num_classes=100, test=True):
         for c, i in zip(labels, index)
     ])
     files = ['train'] + (['test'] if test else [])
-    for name in files:
+    meta = {'fine_label_names': [f'class{c}' for c in range(num_classes)]}
+    for name, batch in [(n, {'data': data, 'fine_labels': labels})
+                        for n in files] + [('meta', meta)]:
         with open(os.path.join(folder, name), 'wb') as f:
-            pickle.dump({'data': data, 'fine_labels': labels}, f)
-    with open(os.path.join(folder, 'meta'), 'wb') as f:
-        pickle.dump(
-            {'fine_label_names': [f'class{c}' for c in range(num_classes)]},
-            f)
+            if protocol == 'python2':
+                f.write(python2_pickle(batch))
+            else:
+                pickle.dump(batch, f, protocol=protocol)
     return root
 
 
@@ -103,6 +113,90 @@ def test_tampered_pickle_is_refused(tmp_path):
         pickle.dump({'data': _Evil(), 'fine_labels': []}, f)
     with pytest.raises(ValueError, match='refusing to unpickle'):
         build(data_root=root)
+
+
+@pytest.mark.parametrize('protocol', [2, 'python2'])
+def test_repacked_files_load(tmp_path, protocol):
+    """Protocol 2 (Python 3 writes bytes as ``_codecs.encode``) and Python
+    2's files (byte strings, dtype ``('u1', 0, 1)``) give the images and
+    labels of the default protocol."""
+    want = build(data_root=write_fake_cifar100(
+        str(tmp_path / 'default'), per_class=2))
+    got = build(data_root=write_fake_cifar100(
+        str(tmp_path / 'repacked'), per_class=2, protocol=protocol))
+    assert len(got) == len(want) == 200
+    for i in (0, 57, 199):
+        a, b = got.get_data_info(i), want.get_data_info(i)
+        assert np.array_equal(a['img'], b['img']) and a['img'].flags.writeable
+        assert a['gt_label'] == b['gt_label']
+    assert got.get_data_info(57)['img'][0, 0, 0] == 57 % 100
+
+
+def test_codecs_encode_is_only_protocol_2_bytes(tmp_path):
+    import codecs
+
+    from payloads import Reduce
+    path = tmp_path / 'batch'
+    for args in (('abc', 'rot13'), (b'abc', 'latin1'), ('\u0100', 'latin1'),
+                 ('abc', )):
+        path.write_bytes(pickle.dumps({'x': Reduce(codecs.encode, args)},
+                                      protocol=2))
+        with pytest.raises(ValueError, match=r'_codecs\.encode\(.* is not '
+                           r"allowed: only _codecs\.encode\(text, 'latin1'\)"):
+            load_cifar_batch(str(path))
+    path.write_bytes(pickle.dumps({'x': b'\x00\xff', 'y': b''}, protocol=2))
+    assert load_cifar_batch(str(path)) == {'x': b'\x00\xff', 'y': b''}
+
+
+def test_wrong_rows_and_labels_name_the_file(tmp_path):
+    """One line with the file, the 3072 bytes a row needs and what the
+    file has (numpy's reshape error named neither)."""
+    root = write_fake_cifar100(str(tmp_path), per_class=1)
+    train = osp.join(root, 'cifar-100-python', 'train')
+    with open(train, 'wb') as f:
+        pickle.dump({'data': np.zeros((40, 3000), np.uint8),
+                     'fine_labels': [0] * 40}, f)
+    with pytest.raises(ValueError) as e:
+        build(data_root=root)
+    assert str(e.value) == (
+        f"{train} is not a valid CIFAR pickle batch: 'data' must hold uint8 "
+        'rows of 3072 bytes (one 3x32x32 image each; shape (N, 3072) or '
+        '(N, 3, 32, 32)), found an array of shape (40, 3000) and dtype '
+        'uint8')
+    for data in (np.zeros((2, 3072), np.float32), np.zeros((2, 32, 32, 3),
+                                                           np.uint8)):
+        with open(train, 'wb') as f:
+            pickle.dump({'data': data, 'fine_labels': [0, 1]}, f)
+        with pytest.raises(ValueError, match=r"'data' must hold uint8 rows "
+                           '.*found an array of shape ' +
+                           re.escape(str(data.shape))):
+            build(data_root=root)
+    with open(train, 'wb') as f:
+        pickle.dump({'data': np.zeros((3, 3072), np.uint8),
+                     'fine_labels': [0, 1]}, f)
+    with pytest.raises(ValueError, match=f'{train}: the labels must be a '
+                       r'list of one int per image \(3 images\), found a '
+                       'list of 2'):
+        build(data_root=root)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not osp.isfile(osp.join(
+    os.environ.get('CIFAR100_ROOT', 'data/cifar100'), 'cifar-100-python',
+    'train')), reason='no CIFAR-100 at $CIFAR100_ROOT')
+def test_real_cifar100_reads_as_numpy_reads_it():
+    """The real training file (a Python 2 pickle, 150 MB) gives what
+    numpy's own unpickling gives."""
+    path = osp.join(os.environ.get('CIFAR100_ROOT', 'data/cifar100'),
+                    'cifar-100-python', 'train')
+    got = load_cifar_batch(path)
+    with open(path, 'rb') as f:
+        want = pickle.load(f, encoding='latin1')  # a file we trust
+    assert sorted(got) == sorted(want)
+    assert got['data'].dtype == np.uint8 and got['data'].shape == (50000,
+                                                                    3072)
+    assert np.array_equal(got['data'], want['data'])
+    assert all(got[k] == want[k] for k in want if k != 'data')
 
 
 def test_digits_embedded_dataset():

@@ -1,20 +1,28 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-"""Every way a user loads a checkpoint x every hostile checkpoint.
+"""Every way a user loads a checkpoint or a CIFAR file x every hostile file.
 
-Run as ``python load_matrix.py WORK_DIR`` (by ``test_load_matrix.py``, in
-a subprocess, so that a crash of the interpreter fails the test instead of
-killing the test run). Writes ``WORK_DIR/results.json``: one record per
-(path, payload) with the outcome and the message, appended as each attempt
-ends (a crash leaves the attempts before it, and ``running.json`` names the
-one that crashed).
+Run as ``python load_matrix.py WORK_DIR PART`` (by ``test_load_matrix.py``,
+in a subprocess, so that a crash of the interpreter fails the test instead
+of killing the test run), ``PART`` ``checkpoints`` or ``datasets``. Writes
+``WORK_DIR/results.json``: one record per (path, payload) with the outcome
+and the message, appended as each attempt ends; ``running.json`` names the
+attempt under way, so that after a crash the caller can record it and run
+this again, which goes on after the attempts already recorded (the files
+are made once, ``env.json``). An attempt still running after
+``ATTEMPT_SECONDS`` is stopped and recorded as ``hung``.
 """
 import json
 import os
 import os.path as osp
+import pickle
+import shutil
+import signal
 import sys
+import time
 import traceback
 
 HERE = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(osp.dirname(HERE))
 sys.path[:0] = [HERE, osp.dirname(HERE), osp.join(HERE, '..', 'test_apis')]
 
 import torch  # noqa: E402
@@ -22,8 +30,10 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 import mmekd  # noqa: E402,F401
-from payloads import (RunsShell, history_buffer_payloads,  # noqa: E402
-                      numpy_payloads, write)
+from payloads import (CIFAR_PAYLOADS, CONTAINER_PAYLOADS,  # noqa: E402
+                      RunsShell, cifar_batch, history_buffer_payloads,
+                      numpy_payloads, python2_pickle, write,
+                      write_cifar_payload, write_container_payload)
 from tiny_ddnn import write_config  # noqa: E402
 from tool_loader import load_tool  # noqa: E402
 
@@ -86,11 +96,14 @@ def _payload_files(base: str, prefix: str, marker: str) -> dict:
     variant('history_buffer_override', lambda c: c['message_hub'][
         'log_scalars'].update(
             loss=history_buffer_payloads()['buffer_method_override']))
+    for payload in CONTAINER_PAYLOADS:
+        files[payload] = f'{prefix}{payload}.pth'
+        write_container_payload(files[payload], payload, base)
     assert good['meta']['epoch'] == 1
     return files
 
 
-def make_files(work_dir):
+def make_checkpoint_files(work_dir):
     """The configs, a real training checkpoint of each (a DDNN, and a plain
     ResNet under Knowledge Evolution) and the hostile files made from
     them."""
@@ -123,7 +136,7 @@ def run_tool(name, argv):
     tool.main()
 
 
-def paths(env, work_dir):
+def checkpoint_paths(env):
     """``{path name: (function(checkpoint, attempt dir), model)}``, model
     ``'ddnn'`` or ``'ke'``: whose checkpoints the path loads."""
     cfg, train_cfg, ke_cfg = env['cfg'], env['train_cfg'], env['ke_cfg']
@@ -182,35 +195,165 @@ def paths(env, work_dir):
     return {k: (fn, 'ke' if k in ke else 'ddnn') for k, fn in ways.items()}
 
 
-def main(work_dir):
-    env = make_files(work_dir)
+def checkpoint_cases(env):
+    """``[(path, payload, file, function(attempt dir))]``."""
+    return [(path, payload, ckpt, lambda d, fn=fn, c=ckpt: fn(c, d))
+            for path, (fn, model) in checkpoint_paths(env).items()
+            for payload, ckpt in env['files'][model].items()]
+
+
+# The CIFAR files each dataset path reads, as {key: (layout, file name)}.
+CIFAR_FILES = {
+    'cifar100': ('cifar-100-python', ('train', 'test', 'meta')),
+    'cifar10': ('cifar-10-batches-py', tuple(
+        f'data_batch_{i}' for i in range(1, 6)) + ('test_batch',
+                                                   'batches.meta')),
+}
+# Re-packed copies that must load: Python 3 protocol 2 (bytes as
+# _codecs.encode) and Python 2's layout (dtype ('u1', 0, 1), byte strings).
+GOOD_CIFAR = ('repacked_protocol_2', 'python2_layout')
+
+
+def _cifar_file(key: str, name: str) -> dict:
+    """What the CIFAR file ``name`` of layout ``key`` holds (2 images)."""
+    if 'meta' in name:
+        return {('fine_label_names' if key == 'cifar100' else 'label_names'):
+                ['a', 'b']}
+    return cifar_batch(2, 'fine_labels' if key == 'cifar100' else 'labels')
+
+
+def make_dataset_files(work_dir):
+    """A CIFAR-10 and a CIFAR-100 folder per (file, payload): the files as
+    Python 2 wrote them, but that one which is the payload."""
+    marker = osp.join(work_dir, 'pwned')
+    roots = {}
+    for key, (folder, names) in CIFAR_FILES.items():
+        clean = osp.join(work_dir, 'clean', key)
+        os.makedirs(osp.join(clean, folder))
+        for name in names:
+            with open(osp.join(clean, folder, name), 'wb') as f:
+                f.write(python2_pickle(_cifar_file(key, name)))
+        for name in names:
+            for payload in CIFAR_PAYLOADS + GOOD_CIFAR:
+                root = osp.join(work_dir, 'data', key, name, payload)
+                shutil.copytree(clean, root)
+                path = osp.join(root, folder, name)
+                os.remove(path)
+                if payload in GOOD_CIFAR:
+                    batch = _cifar_file(key, name)
+                    with open(path, 'wb') as f:
+                        f.write(python2_pickle(batch) if payload ==
+                                'python2_layout' else pickle.dumps(
+                                    batch, protocol=2))
+                else:
+                    write_cifar_payload(path, payload, marker)
+                roots[f'{key}/{name}/{payload}'] = root
+    return dict(marker=marker, roots=roots)
+
+
+def dataset_paths():
+    """``{path name: (function(data root, attempt dir), CIFAR key, file)}``:
+    the file of the CIFAR folder that the path reads and that is hostile."""
+    from mmekd.datasets import load_cifar_batch
+    from mmekd.registry import DATASETS
+
+    def build(kind, split):
+        return lambda root, d: DATASETS.build(
+            dict(type=f'mmekd.{kind}', data_root=root, split=split))
+
+    def train_tool(root, d):
+        run_tool('train', [
+            osp.join(REPO, 'configs', 'ddnn_r34_cifar100.py'), '--work-dir',
+            d, '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0'
+        ])
+
+    return {
+        'CIFAR100 train': (build('CIFAR100', 'train'), 'cifar100', 'train'),
+        'CIFAR100 test': (build('CIFAR100', 'test'), 'cifar100', 'test'),
+        'CIFAR10 train': (build('CIFAR10', 'train'), 'cifar10',
+                          'data_batch_1'),
+        'CIFAR10 test': (build('CIFAR10', 'test'), 'cifar10', 'test_batch'),
+        'load_cifar_batch(meta)': (lambda root, d: load_cifar_batch(
+            osp.join(root, 'cifar-100-python', 'meta')), 'cifar100', 'meta'),
+        'load_cifar_batch(batches.meta)': (lambda root, d: load_cifar_batch(
+            osp.join(root, 'cifar-10-batches-py', 'batches.meta')),
+            'cifar10', 'batches.meta'),
+        'tools/train.py ddnn_r34_cifar100': (train_tool, 'cifar100', 'train'),
+    }
+
+
+def dataset_cases(env):
+    cases = []
+    for path, (fn, key, name) in dataset_paths().items():
+        payloads = CIFAR_PAYLOADS + (GOOD_CIFAR if 'tools' not in path else
+                                     ())  # a good file would start training
+        for payload in payloads:
+            root = env['roots'][f'{key}/{name}/{payload}']
+            hostile = osp.join(root, CIFAR_FILES[key][0], name)
+            cases.append((path, payload, hostile,
+                          lambda d, fn=fn, root=root: fn(root, d)))
+    return cases
+
+
+PARTS = {'checkpoints': (make_checkpoint_files, checkpoint_cases),
+         'datasets': (make_dataset_files, dataset_cases)}
+ATTEMPT_SECONDS = 120
+
+
+class AttemptTimeout(BaseException):
+    """An attempt ran past ``ATTEMPT_SECONDS`` (a loader blocked)."""
+
+
+def _timeout(signum, frame):
+    raise AttemptTimeout(f'no result after {ATTEMPT_SECONDS} s')
+
+
+def main(work_dir, part):
+    make, cases = PARTS[part]
+    env_file = osp.join(work_dir, 'env.json')
+    if not osp.exists(env_file):
+        with open(env_file, 'w') as f:
+            json.dump(make(work_dir), f)
+    with open(env_file) as f:
+        env = json.load(f)
     out = osp.join(work_dir, 'results.json')
-    records = []
-    for path, (fn, model) in paths(env, work_dir).items():
-        for payload, ckpt in env['files'][model].items():
-            d = osp.join(work_dir, 'runs', f'{len(records)}')
-            os.makedirs(d)
-            with open(osp.join(work_dir, 'running.json'), 'w') as f:
-                json.dump(dict(path=path, payload=payload), f)
-            outcome, message = 'loaded', ''
-            try:
-                fn(ckpt, d)
-            except BaseException as e:  # noqa: B902 (SystemExit included)
-                outcome = 'refused'
-                message = f'{type(e).__name__}: {e}'
-                if not isinstance(e, SystemExit):
-                    message += '\n' + ''.join(
-                        traceback.format_exception(e)[-3:])
-            pwned = osp.exists(env['marker'])
-            if pwned:
-                os.remove(env['marker'])
-            records.append(dict(path=path, payload=payload, file=ckpt,
-                                outcome=outcome, message=message,
-                                code_ran=pwned))
-            with open(out, 'w') as f:
-                json.dump(records, f, indent=1)
-    os.remove(osp.join(work_dir, 'running.json'))
+    records = json.load(open(out)) if osp.exists(out) else []
+    done = {(r['path'], r['payload']) for r in records}
+    signal.signal(signal.SIGALRM, _timeout)
+    for path, payload, hostile, fn in cases(env):
+        if (path, payload) in done:
+            continue
+        d = osp.join(work_dir, 'runs', f'{len(records)}')
+        os.makedirs(d, exist_ok=True)
+        with open(osp.join(work_dir, 'running.json'), 'w') as f:
+            json.dump(dict(path=path, payload=payload, file=hostile), f)
+        outcome, error, trace = 'loaded', '', ''
+        start = time.perf_counter()
+        signal.alarm(ATTEMPT_SECONDS)
+        try:
+            fn(d)
+        except AttemptTimeout as e:
+            outcome, error = 'hung', str(e)
+        except BaseException as e:  # noqa: B902 (SystemExit included)
+            outcome, error = 'refused', f'{type(e).__name__}: {e}'
+            if not isinstance(e, SystemExit):
+                trace = ''.join(traceback.format_exception(e)[-3:])
+        finally:
+            signal.alarm(0)
+        pwned = osp.exists(env['marker'])
+        if pwned:
+            os.remove(env['marker'])
+        records.append(dict(
+            path=path, payload=payload, file=hostile, outcome=outcome,
+            error=error, message=f'{error}\n{trace}' if trace else error,
+            code_ran=pwned, seconds=round(time.perf_counter() - start, 2)))
+        with open(out, 'w') as f:
+            json.dump(records, f, indent=1)
+    if osp.exists(osp.join(work_dir, 'running.json')):
+        os.remove(osp.join(work_dir, 'running.json'))
 
 
 if __name__ == '__main__':
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -1,7 +1,12 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 import io
 import os
+import os.path as osp
 import pickle
+import signal
+import struct
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -11,6 +16,9 @@ from mmengine.runner.checkpoint import CheckpointLoader, load_checkpoint
 
 import mmekd  # noqa: F401  (registers the safe loader)
 from mmekd.utils import UnsafeCheckpointError, safe_load
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_security'))
+from payloads import aliased_records  # noqa: E402
 
 
 class _RunsShell:
@@ -116,17 +124,19 @@ def test_truncated_or_garbage_file(tmp_path):
     torch.save({'w': torch.randn(100)}, good)
     data = good.read_bytes()
     cases = {
-        'truncated.pth': data[:len(data) // 2],
-        'empty.pth': b'',
-        'garbage.pth': b'hello world, not a checkpoint',
+        'truncated.pth': ('truncated or not a PyTorch checkpoint '
+                          r'\(BadZipFile'),
+        'empty.pth': r'not a PyTorch checkpoint \(it is empty\)',
+        'garbage.pth': r'not a PyTorch checkpoint \(it starts with neither',
     }
-    for name, content in cases.items():
+    contents = [data[:len(data) // 2], b'', b'hello world, not a checkpoint']
+    for (name, reason), content in zip(cases.items(), contents):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(
                 RuntimeError,
                 match=f'Cannot read checkpoint .*{name}: the file is '
-                'truncated or not a PyTorch checkpoint'):
+                f'{reason}'):
             safe_load(str(path))
     with pytest.raises(FileNotFoundError, match='does not exist'):
         CheckpointLoader.load_checkpoint(str(tmp_path / 'missing.pth'))
@@ -155,3 +165,132 @@ def test_mmengine_loader_goes_through_safe_load(tmp_path, monkeypatch):
     load_checkpoint(model, str(path))
     assert torch.equal(model.weight, torch.ones(2, 3))
     assert calls == [True, True]
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path):
+    """Not refused as code that could run: named as not a checkpoint."""
+    noise = tmp_path / 'noise.pth'
+    noise.write_bytes(bytes(range(256)) * 16)
+    urandom = tmp_path / 'urandom.pth'
+    urandom.symlink_to('/dev/urandom')
+    for path, reason in ((noise, 'it starts with neither a zip header nor '
+                          "the magic number of torch's legacy format"),
+                         (urandom, 'but a character device (/dev/urandom)')):
+        with pytest.raises(RuntimeError) as e:
+            safe_load(str(path))
+        assert type(e.value) is RuntimeError
+        assert str(e.value).startswith(
+            f'Cannot read checkpoint {path}: the file is not a PyTorch '
+            f'checkpoint {"(" if path == noise else ""}{reason}')
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """Before, opening it blocked for ever (a test that regresses is
+    stopped by an alarm; test_load_matrix runs every load path in a
+    child)."""
+    fifo = tmp_path / 'ckpt.pth'
+    os.mkfifo(fifo)
+
+    def blocked(signum, frame):
+        raise TimeoutError('safe_load blocked on a FIFO')
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)
+    try:
+        with pytest.raises(RuntimeError) as e:
+            CheckpointLoader.load_checkpoint(str(fifo))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert str(e.value) == (
+        f'Cannot read checkpoint {fifo}: the file is not a PyTorch '
+        'checkpoint but a FIFO (named pipe)')
+
+
+def test_compressed_record_is_refused_without_inflating(tmp_path):
+    """torch.save stores records; a deflated 64 MiB record of zeros (64 KiB
+    in the file) was inflated on every load."""
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'state_dict': {'w': torch.zeros(2**24)}}, path)
+    deflated = tmp_path / 'deflated.pth'
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(deflated, 'w') as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), compress_type=(
+                zipfile.ZIP_DEFLATED if info.filename.endswith('/data/0')
+                else zipfile.ZIP_STORED))
+    assert deflated.stat().st_size < 2**20
+    with pytest.raises(UnsafeCheckpointError) as e:
+        safe_load(str(deflated))
+    assert str(e.value) == (
+        f"Refusing to load checkpoint {deflated}: its record 'ckpt/data/0' "
+        'is compressed (deflate), but torch.save stores every record '
+        'uncompressed; it is not inflated (it declares 67108864 bytes)')
+
+
+def test_records_sharing_bytes_are_refused(tmp_path):
+    """64 records declared over the bytes of one (1 MiB): loading them
+    allocated 64 MiB."""
+    buf = io.BytesIO()
+    torch.save({f't{i}': torch.zeros(2**18) for i in range(64)}, buf)
+    path = tmp_path / 'aliased.pth'
+    path.write_bytes(aliased_records(buf.getvalue(), 'archive/data/'))
+    size = path.stat().st_size
+    with pytest.raises(UnsafeCheckpointError,
+                       match=f'aliased.pth: its records declare 671[0-9]{{5}} '
+                       f'bytes in all, more than the {size} bytes of the '
+                       r'file \(they overlap\)'):
+        safe_load(str(path))
+
+
+def test_record_declaring_bytes_beyond_the_file_is_refused(tmp_path):
+    path = tmp_path / 'forged.pth'
+    torch.save({'w': torch.zeros(4)}, path)
+    data = bytearray(path.read_bytes())
+    # The central directory entry of the storage: its sizes, 1 GiB.
+    entry = data.rindex(b'PK\x01\x02', 0, data.rindex(b'forged/data/0'))
+    data[entry + 20:entry + 28] = struct.pack('<II', 2**30, 2**30)
+    path.write_bytes(data)
+    with pytest.raises(UnsafeCheckpointError,
+                       match="its record 'forged/data/0' declares 1073741824 "
+                       f'bytes that the {len(data)}-byte file does not hold'):
+        safe_load(str(path))
+
+
+def test_tensors_must_cover_their_elements_without_overlap(tmp_path):
+    path = tmp_path / 'zero_stride.pth'
+    base = torch.arange(12.)
+    torch.save({'state_dict': {'w': torch.zeros(4).as_strided(
+        (2**20, 2**20), (0, 0))}}, path)
+    with pytest.raises(UnsafeCheckpointError) as e:
+        safe_load(str(path))
+    assert str(e.value) == (
+        f"Refusing to load checkpoint {path}: the tensor ['state_dict']['w'] "
+        'of shape (1048576, 1048576) has strides (0, 0) under which its '
+        '1099511627776 elements overlap (a stride of 0, or one a smaller '
+        'dimension already reaches); its storage holds 16 bytes')
+    # A dimension reaching into the next one overlaps as well.
+    torch.save({'w': base.as_strided((3, 4), (2, 1))}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"tensor \['w'\] of "
+                       r'shape \(3, 4\) has strides \(2, 1\)'):
+        safe_load(str(path))
+    # Views that skip or reorder elements are fine.
+    views = {'every_other': base[::2], 'transposed': base.view(3, 4).t(),
+             'tail': base[5:], 'scalar': base[3], 'empty': base[:0],
+             'size_one': base.as_strided((1, 3), (0, 1))}
+    torch.save(views, path)
+    loaded = safe_load(str(path))
+    for key, view in views.items():
+        assert torch.equal(loaded[key], view), key
+        assert loaded[key].stride() == view.stride(), key
+
+
+def test_tensor_layout_against_storage_bytes():
+    """The bounds torch's own set_() enforces today, checked from the
+    numbers alone."""
+    from mmekd.utils.safe_objects import _tensor_layout_problem
+    assert _tensor_layout_problem((3, 4), (4, 1), 0, 4, 48) is None
+    assert _tensor_layout_problem((3, 4), (4, 1), 1, 4, 48) == (
+        '(strides (4, 1), offset 1) reaches byte 52 of a storage of 48 '
+        'bytes')
+    assert _tensor_layout_problem((2, ), (1, ), -1, 4, 48) is not None
+    assert _tensor_layout_problem((0, 5), (0, 0), 0, 4, 0) is None
