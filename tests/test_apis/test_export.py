@@ -8,8 +8,10 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from torch.testing import assert_close
 
-from mmekd.apis import (ExportError, build_model, export_subnet,
-                        export_to_files, load_ddnn_model, plain_model_cfg)
+from mmekd.registry import MODELS as MMEKD_MODELS
+from mmekd.apis import (ExportError, build_model, check_net_in_checkpoint,
+                        export_subnet, export_to_files, load_ddnn_model,
+                        plain_model_cfg)
 from tiny_ddnn import CLASSES, randomize, tiny_model_files, write_checkpoint, \
     write_config
 
@@ -293,3 +295,41 @@ def test_export_drops_training_only_fields(tmp_path):
     assert_close(build_plain(plain_cfg, state_dict)(x),
                  model.forward_nets(x, ['sub1'])[0]['sub1'], rtol=0,
                  atol=1e-6)
+
+
+def test_stored_config_is_read_not_built(tmp_path, monkeypatch):
+    """The nets a checkpoint was trained with are computed from the numbers
+    of its stored config, never by building what it describes: huge widths
+    or a chosen norm class cost nothing; another architecture is named."""
+    cfg_path, _, model = tiny_model_files(tmp_path)
+    stored = Config.fromfile(cfg_path)
+    stored.model.backbone.update(
+        base_channels=4096, stem_channels=4096,
+        norm_cfg=dict(type='SyncBN'), sub_depths=[[2, 2, 2, 2]])
+    ckpt = osp.join(tmp_path, 'huge_meta.pth')
+    torch.save(dict(meta=dict(cfg=stored.pretty_text),
+                    state_dict=model.state_dict()), ckpt)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError('a model was built from the stored config')
+
+    loaded = load_ddnn_model(cfg_path, ckpt)  # the user's config builds
+    with monkeypatch.context() as m:
+        for registry in (MODELS, MMEKD_MODELS):
+            m.setattr(registry, 'build', no_build)
+        with pytest.raises(ExportError,
+                           match=r"does not contain net 'sub1'"):
+            check_net_in_checkpoint(loaded, 'sub1')
+        check_net_in_checkpoint(loaded, 'sub0')  # [2, 2, 2, 2]: trained
+
+    stored.model.backbone.update(depth=50)
+    torch.save(dict(meta=dict(cfg=stored.pretty_text),
+                    state_dict=model.state_dict()), ckpt)
+    loaded = load_ddnn_model(cfg_path, ckpt)
+    with monkeypatch.context() as m:
+        for registry in (MODELS, MMEKD_MODELS):
+            m.setattr(registry, 'build', no_build)
+        with pytest.raises(ExportError, match=r'trained as a '
+                           r'DepthDynamicResNetCIFAR of depth 50 .*a '
+                           'checkpoint of another architecture'):
+            check_net_in_checkpoint(loaded, 'sub0')
