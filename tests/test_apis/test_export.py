@@ -8,10 +8,10 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from torch.testing import assert_close
 
-from mmekd.registry import MODELS as MMEKD_MODELS
 from mmekd.apis import (ExportError, build_model, check_net_in_checkpoint,
                         export_subnet, export_to_files, load_ddnn_model,
                         plain_model_cfg)
+from mmekd.registry import MODELS as MMEKD_MODELS
 from tiny_ddnn import CLASSES, randomize, tiny_model_files, write_checkpoint, \
     write_config
 
