@@ -32,6 +32,7 @@ from mmekd.models.utils import FULL_NET, UnknownNetError, check_net_name
 from mmekd.utils.checkpoint_keys import compare_state_dict, warn_shared_stats
 from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
+from mmekd.utils.refusal import RefusalError
 
 from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
                            stock_dataloaders, stock_training_machinery,
@@ -49,7 +50,7 @@ _CARRIED_KEYS = tuple(
 _LAYER_KEY = re.compile(r'^backbone\.(layer\d+)\.(\d+)\.(.+)$')
 
 
-class ExportError(ValueError):
+class ExportError(RefusalError, ValueError):
     """The requested net cannot be exported from this model / checkpoint."""
 
 

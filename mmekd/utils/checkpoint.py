@@ -22,7 +22,12 @@ from typing import Any, List
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from .refusal import RefusalError
 from .safe_objects import UnsafeCheckpointError, materialize, stand_ins
+
+
+class CorruptCheckpointError(RefusalError, RuntimeError):
+    """A checkpoint file is truncated or not a PyTorch checkpoint."""
 
 
 def allowed_globals() -> List[Any]:
@@ -77,7 +82,7 @@ def safe_load(f, map_location=None, mmap: bool = False) -> Any:
             IndexError, MemoryError, RecursionError) as e:
         # Zip reader errors, or a legacy/garbage stream the unpickler chokes
         # on (e.g. KeyError for a memo lookup in random bytes).
-        raise RuntimeError(
+        raise CorruptCheckpointError(
             f'Cannot read checkpoint {name}: the file is truncated or not a '
             f'PyTorch checkpoint ({type(e).__name__}: '
             f'{str(e).splitlines()[0] if str(e) else ""})') from None

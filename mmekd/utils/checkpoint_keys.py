@@ -9,6 +9,8 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from .refusal import RefusalError
+
 # Keys whose absence changes nothing in eval mode: BN's update counter is
 # only used with momentum=None during training.
 _OPTIONAL_SUFFIXES = ('num_batches_tracked', )
@@ -40,7 +42,7 @@ def warn_shared_stats(stats: List[str], source: str) -> None:
         level=30)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(RefusalError, ValueError):
     """The checkpoint's weights do not fit the model."""
 
 

@@ -34,8 +34,10 @@ from typing import Any, Dict, List
 import numpy as np
 from mmengine.logging import HistoryBuffer
 
+from .refusal import RefusalError
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+
+class UnsafeCheckpointError(RefusalError, pickle.UnpicklingError):
     """A checkpoint holds objects that are not on the allow-list."""
 
 

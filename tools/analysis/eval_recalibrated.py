@@ -25,9 +25,10 @@ import mmekd  # noqa: F401
 from mmekd.apis import load_ddnn_model
 from mmekd.evaluation.net_table import per_net_metrics
 from mmekd.models.utils import recalibrate_bn
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Per-net accuracy with and without BN re-calibration')
     parser.add_argument('config', help='DDNN config file')
@@ -43,7 +44,8 @@ def parse_args():
         '--out',
         help='write the results as JSON: "top1" per net and column, and '
         '"batches_used" per column')
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
 @torch.no_grad()
@@ -55,9 +57,10 @@ def evaluate(model, loader, evaluator_cfg) -> dict:
     return evaluator.evaluate(len(loader.dataset))
 
 
-def main():
-    args = parse_args()
-    cfg = mmengine.Config.fromfile(args.config)
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = read_config(args.config, args.cfg_options)
     model = load_ddnn_model(cfg, args.checkpoint)
     model.eval_all_nets = True
     nets = args.nets or model.net_names

@@ -17,14 +17,13 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
-import mmengine
-
 import mmekd  # noqa: F401
 from mmekd.apis import load_ddnn_model, net_costs
 from mmekd.evaluation.net_table import per_net_metrics
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Params / FLOPs / accuracy of every net of a DDNN model')
     parser.add_argument('config', help='DDNN config file')
@@ -46,7 +45,8 @@ def parse_args():
         '--out-dir',
         help='where to write <config>_costs.{md,csv,png} (default: '
         'work_dirs/subnet_costs)')
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
 def load_results(path: Optional[str]) -> Dict[str, Dict[int, float]]:
@@ -138,9 +138,10 @@ def plot(rows: List[dict], results: dict, title: str, path: str) -> tuple:
     return ax.get_ylim()
 
 
-def main():
-    args = parse_args()
-    cfg = mmengine.Config.fromfile(args.config)
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = read_config(args.config, args.cfg_options)
     model = load_ddnn_model(cfg, args.checkpoint)
     shape = None
     if args.shape:

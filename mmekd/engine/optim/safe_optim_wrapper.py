@@ -10,11 +10,12 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.optim import OptimWrapper
 
 from mmekd.registry import OPTIM_WRAPPERS
+from mmekd.utils.refusal import RefusalError
 
 ON_NONFINITE = ('stop', 'skip')
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RefusalError, FloatingPointError):
     """The training loss is NaN or infinite."""
 
 
