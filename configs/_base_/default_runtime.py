@@ -23,6 +23,9 @@ default_hooks = dict(
     visualization=dict(type='VisualizationHook', enable=False),
     # Resume mid-epoch exactly: skip consumed batches, restore RNG states.
     exact_resume=dict(type='mmekd.ExactResumeHook'),
+    # model.head.num_classes against the classes of each dataset read: too
+    # few is an error, too many a warning naming the meaningless top-k.
+    class_count=dict(type='mmekd.ClassCountHook'),
 )
 # Progress (with ETA) a few times per epoch, even in short epochs.
 custom_hooks = [
