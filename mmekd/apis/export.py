@@ -35,8 +35,8 @@ from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
 from mmekd.utils.refusal import RefusalError
 
 from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
-                           stock_dataloaders, stock_training_machinery,
-                           write_image_folder)
+                           single_net_evaluator, stock_dataloaders,
+                           stock_training_machinery, write_image_folder)
 
 # Arguments of our backbone / head that a plain single-net model lacks.
 _DYNAMIC_BACKBONE_KEYS = ('type', 'init_cfg', *dynamic_only_args())
@@ -466,7 +466,7 @@ def exported_config(config, plain_cfg: dict, header: str = '',
     d['default_scope'] = 'mmpretrain'
     for key in ('val_evaluator', 'test_evaluator'):
         if key in d:
-            d[key] = _single_net_evaluator(d[key])
+            d[key] = single_net_evaluator(d[key])
     stock_training_machinery(d, notes)
     stock_dataloaders(d, folders or {}, notes)
     for key in ('load_from', 'resume', 'work_dir'):
@@ -512,22 +512,6 @@ def _as_list(x) -> list:
     if x is None:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def _single_net_evaluator(evaluator):
-    """MultiNetAccuracy -> MMPretrain's Accuracy with the same top-k."""
-    def convert(metric):
-        if str(metric.get('type', '')) in ('mmekd.MultiNetAccuracy',
-                                           'MultiNetAccuracy'):
-            new = dict(type='Accuracy', topk=metric.get('topk', (1, )))
-            if metric.get('prefix') is not None:
-                new['prefix'] = metric['prefix']
-            return new
-        return metric
-
-    if isinstance(evaluator, (list, tuple)):
-        return [convert(m) for m in evaluator]
-    return convert(evaluator)
 
 
 def _plain(obj):

@@ -306,6 +306,30 @@ def stock_dataloaders(d: dict, folders: Dict[str, dict],
     return d
 
 
+def single_net_evaluator(evaluator):
+    """An evaluator config with every ``mmekd.MultiNetAccuracy`` replaced by
+    MMPretrain's ``Accuracy`` with the same top-k (and prefix).
+
+    Example::
+
+        >>> single_net_evaluator(dict(type='mmekd.MultiNetAccuracy',
+        ...                           topk=(1, 5)))
+        {'type': 'Accuracy', 'topk': (1, 5)}
+    """
+    def convert(metric):
+        if str(metric.get('type', '')) in ('mmekd.MultiNetAccuracy',
+                                           'MultiNetAccuracy'):
+            new = dict(type='Accuracy', topk=metric.get('topk', (1, )))
+            if metric.get('prefix') is not None:
+                new['prefix'] = metric['prefix']
+            return new
+        return metric
+
+    if isinstance(evaluator, (list, tuple)):
+        return [convert(m) for m in evaluator]
+    return convert(evaluator)
+
+
 def mmekd_types(obj, path: str = '') -> List[Tuple[str, str]]:
     """``(field, type)`` of every ``mmekd.`` type name in a config dict."""
     found = []
