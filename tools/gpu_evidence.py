@@ -74,9 +74,11 @@ PHASE_SHARE = dict(bench_cifar=0.14, bench_224=0.18, bench_epoch=0.14,
 REPORT_RESERVE_S = 20
 PHASES = ('bench_cifar', 'bench_224', 'bench_epoch', 'claims',
           'bench_cifar_compiled')
-# Narrow nets for --dry-run (stage widths 4..32).
+# Narrow nets for --dry-run (stage widths 4..32; 8..64 for channels_last).
 TINY = ['model.backbone.stem_channels=4', 'model.backbone.base_channels=4',
         'model.head.in_channels=32']
+TINY8 = ['model.backbone.stem_channels=8', 'model.backbone.base_channels=8',
+         'model.head.in_channels=64']
 VAL_PER_CLASS = 50
 OUT_FILES = ('evidence.md', 'evidence.json', 'logs.tar.gz')
 
@@ -100,8 +102,8 @@ def parse_args(argv=None):
         '--epochs',
         type=int,
         help='training epochs of every run, cosine schedule (default 3: '
-        '15 runs at once fit the 11-minute budget with the benchmarks; 1 '
-        'with --dry-run)')
+        'the 17 runs at once estimated to fit the 11-minute budget with '
+        'the benchmarks, docs/results_gpu_plan.md; 1 with --dry-run)')
     parser.add_argument(
         '--seeds',
         type=int,
@@ -238,7 +240,7 @@ def benchmark_train_cmds(args, work: str) -> Dict[str, List[str]]:
     common = ['--amp', '--amp-dtype', 'bfloat16']
     if args.dry_run:
         tiny = ['--device', 'cpu', '--steps', '1', '--warmup', '1',
-                '--repeats', '1', '--cfg-options', *TINY]
+                '--repeats', '1', '--cfg-options']
         sizes = dict(bench_cifar=['--batch-size', '2'],
                      bench_224=['--batch-size', '2', '--input-size', '64'])
         backend = ['--compile-backend', 'eager']
@@ -249,9 +251,12 @@ def benchmark_train_cmds(args, work: str) -> Dict[str, List[str]]:
                                 '224'])
 
     def cmd(name, config, extra):
+        # channels_last on the CPU (oneDNN) needs >= 8 channels before a
+        # strided 1x1 convolution (mmekd/utils/onednn_fence.py).
+        widths = TINY8 if '--channels-last' in extra else TINY
         return tool + [config, *common, *sizes[name.replace(
             '_compiled', '')], *extra, '--json',
-            osp.join(work, f'{name}.json'), *tiny]
+            osp.join(work, f'{name}.json')] + (tiny + widths if tiny else [])
 
     return dict(
         bench_cifar=cmd('bench_cifar', cifar, []),
@@ -400,8 +405,9 @@ def render_markdown(report: dict) -> str:
            'of every class held out), fast data path, bf16 autocast.'
            if not report['dry_run'] else
            '(cosine), batch 32, 2 training and 1 val image per class of a '
-           'fake CIFAR-100, nets 4-32 channels wide, float32. DRY RUN on '
-           'the CPU: the numbers say nothing about the method.'), '',
+           'fake CIFAR-100, nets 4-32 channels wide (8-64 channels_last), '
+           'float32. DRY RUN on the CPU: the numbers say nothing about the '
+           'method.'), '',
         '## Phases', '', '| phase | status | seconds |', '|---|---|---|'
     ]
     for name, p in report['phases'].items():

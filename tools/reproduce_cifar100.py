@@ -49,6 +49,7 @@ from mmekd.apis.comparison_report import (checks, markdown, records,
                                           write_report)
 from mmekd.apis.training_runs import run_trainings
 from mmekd.utils.cli import add_cfg_options, tool_main
+from mmekd.utils.refusal import RefusalError
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs')
@@ -155,10 +156,6 @@ def parse_args(argv=None):
             parser.error(f'--{name} must be >= 1')
     if args.recalibrate_bn < 0:
         parser.error('--recalibrate-bn must be >= 0')
-    problems = reproduction.check_data(args.data_root, args.split,
-                                       args.val_per_class)
-    if problems:
-        parser.error(f'--data-root {args.data_root}: ' + '; '.join(problems))
     return args
 
 
@@ -211,6 +208,11 @@ def summary_text(args, summaries: list) -> str:
 @tool_main
 def main(argv=None):
     args = parse_args(argv)
+    problems = reproduction.check_data(args.data_root, args.split,
+                                       args.val_per_class)
+    if problems:
+        raise RefusalError(f'--data-root {args.data_root}: ' +
+                           '; '.join(problems))
     os.makedirs(args.work_dir, exist_ok=True)
     runs = plan_runs(comparisons(args), args.work_dir)
     print(f'{len(runs)} runs (rows {args.rows} and their nets alone)',

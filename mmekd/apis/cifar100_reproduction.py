@@ -14,6 +14,7 @@ Example::
     cfg = row_config('configs', 'ddnn_ekd', recipe('data/cifar100', 17,
                                                    schedule='cosine'))
 """
+import copy
 import os.path as osp
 from collections import OrderedDict
 from typing import List, Optional
@@ -158,11 +159,12 @@ def recipe(data_root: str,
 
 def row_config(configs_dir: str, row: str, row_recipe: dict,
                cfg_options: Optional[dict] = None) -> Config:
-    """A row's config with the recipe, then ``cfg_options``, merged in."""
+    """A row's config with the recipe, then ``cfg_options``, merged in
+    (both are left as they are: a merge consumes ``_delete_`` keys)."""
     cfg = Config.fromfile(row_config_path(configs_dir, row))
-    cfg.merge_from_dict(row_recipe)
+    cfg.merge_from_dict(copy.deepcopy(row_recipe))
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        cfg.merge_from_dict(copy.deepcopy(cfg_options))
     return cfg
 
 

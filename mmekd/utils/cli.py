@@ -17,6 +17,7 @@ Example::
     if __name__ == '__main__':
         tool_main(main)()
 """
+import copy
 import functools
 import inspect
 import logging
@@ -53,7 +54,8 @@ def read_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     """
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        # (a merge consumes the ``_delete_`` keys of what it merges)
+        cfg.merge_from_dict(copy.deepcopy(cfg_options))
     return cfg
 
 

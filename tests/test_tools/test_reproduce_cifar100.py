@@ -104,6 +104,18 @@ def test_seeds_of_the_claim_and_ablation_rows(tmp_path):
     assert 'ddnn/seed1' in runs and 'ddnn/seed0' not in runs
 
 
+def test_every_row_gets_the_whole_recipe(tmp_path):
+    """Each row gets the recipe as given (merging it into one row must not
+    use it up), and rows that differ in their losses or BatchNorm sharing
+    share their nets alone."""
+    rows = plan(tmp_path, '--rows', 'ddnn', 'ddnn_kl', 'ekd_private_bn',
+                '--schedule', 'cosine')
+    for c in rows.values():
+        assert c.cfg.param_scheduler == dict(
+            type='CosineAnnealingLR', by_epoch=True, begin=0, end=1, T_max=1)
+    assert len({n['alone_dir'] for c in rows.values() for n in c.nets}) == 2
+
+
 def test_official_test_split_on_the_stock_pipeline(tmp_path):
     cfg = plan(tmp_path, '--rows', 'ddnn_ekd', '--split', 'test',
                '--stock-data', '--seeds', '0')['ddnn_ekd'].cfg
