@@ -22,12 +22,13 @@ import tempfile
 import time
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.utils import apply_dataloader_defaults, check_amp_device, enable_amp
+from mmekd.utils.cli import add_cfg_options, tool_main
 
 
 def parse_args(argv=None):
@@ -49,11 +50,7 @@ def parse_args(argv=None):
         '--amp', action='store_true', help='mixed precision (GPU)')
     parser.add_argument('--work-dir', help='logs (default: a temp folder)')
     parser.add_argument('--json', help='also write the results here')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value')
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     for name in ('epochs', 'steps'):
         if getattr(args, name) < 1:
@@ -127,6 +124,7 @@ def synthetic_throughput(runner: Runner, steps: int) -> float:
     return len(batch['inputs']) * steps / (time.perf_counter() - start)
 
 
+@tool_main
 def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,12 +26,11 @@ work dir is trained once).
 """
 import argparse
 import os.path as osp
-import sys
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.apis.comparison import Comparison, collect_results, plan_runs
-from mmekd.apis.comparison_report import markdown, summarise, write_report
-from mmekd.apis.training_runs import run_trainings
+from mmekd.apis.comparison import Comparison
+from mmekd.apis.comparison_report import markdown, write_report
+from mmekd.apis.training_runs import run_comparisons
 from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 from mmekd.utils.refusal import RefusalError
 
@@ -95,23 +94,17 @@ def main(argv=None):
     args = parse_args(argv)
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = args.work_dir or osp.join('work_dirs', 'compare', name)
-    comparison = Comparison(name, comparison_config(args), args.seeds)
-    runs = plan_runs([comparison], work_dir)
-    print(f'{len(runs)} runs: the DDNN and {len(comparison.nets)} nets '
-          f'alone, seeds {args.seeds}; work dir {work_dir}', flush=True)
-    train = [sys.executable, osp.join(ROOT, 'tools', 'train.py')]
-    run_trainings(runs, work_dir, train + (['--amp'] if args.amp else []),
-                  [sys.executable, osp.join(ROOT, 'tools', 'test.py')],
-                  jobs=args.jobs, skip_existing=args.skip_existing,
-                  recalibrate_bn=args.recalibrate_bn,
-                  log=lambda line: print(line, flush=True))
-    plan, results, unfinished = collect_results(work_dir)
-    summary = summarise(plan['comparisons'][0], results)
+    done = run_comparisons(
+        [Comparison(name, comparison_config(args), args.seeds)], work_dir,
+        osp.join(ROOT, 'tools'), amp=args.amp, jobs=args.jobs,
+        skip_existing=args.skip_existing, recalibrate_bn=args.recalibrate_bn,
+        log=lambda line: print(line, flush=True))
+    summary = done.summaries[0]
     paths = write_report(summary, work_dir)
     print('\n' + markdown(summary) + '\n\nwritten: ' + ', '.join(paths))
-    if unfinished:
-        raise SystemExit(f'{len(unfinished)} run(s) failed: {unfinished}; '
-                         f'see their logs under {work_dir}')
+    if done.unfinished:
+        raise SystemExit(f'{len(done.unfinished)} run(s) failed: '
+                         f'{done.unfinished}; see their logs under {work_dir}')
     return summary
 
 

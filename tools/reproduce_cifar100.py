@@ -37,17 +37,15 @@ mostly idle).
 import argparse
 import os
 import os.path as osp
-import sys
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmengine.config import Config
 
 from mmekd.apis import cifar100_reproduction as reproduction
-from mmekd.apis.comparison import Comparison, collect_results, plan_runs
+from mmekd.apis.comparison import Comparison
 from mmekd.apis.comparison_report import (checks, markdown, records,
-                                          summarise, write_records,
-                                          write_report)
-from mmekd.apis.training_runs import run_trainings
+                                          write_records, write_report)
+from mmekd.apis.training_runs import run_comparisons
 from mmekd.utils.cli import add_cfg_options, tool_main
 from mmekd.utils.refusal import RefusalError
 
@@ -214,29 +212,23 @@ def main(argv=None):
         raise RefusalError(f'--data-root {args.data_root}: ' +
                            '; '.join(problems))
     os.makedirs(args.work_dir, exist_ok=True)
-    runs = plan_runs(comparisons(args), args.work_dir)
-    print(f'{len(runs)} runs (rows {args.rows} and their nets alone)',
-          flush=True)
-    train = [sys.executable, osp.join(ROOT, 'tools', 'train.py')]
-    run_trainings(runs, args.work_dir,
-                  train + (['--amp'] if args.amp else []),
-                  [sys.executable, osp.join(ROOT, 'tools', 'test.py')],
-                  jobs=args.jobs, skip_existing=args.skip_existing,
-                  recalibrate_bn=args.recalibrate_bn,
-                  log=lambda line: print(line, flush=True))
-    plan, results, unfinished = collect_results(args.work_dir)
-    summaries = [summarise(c, results) for c in plan['comparisons']]
-    for s in summaries:
+    done = run_comparisons(
+        comparisons(args), args.work_dir, osp.join(ROOT, 'tools'),
+        amp=args.amp, jobs=args.jobs, skip_existing=args.skip_existing,
+        recalibrate_bn=args.recalibrate_bn,
+        log=lambda line: print(line, flush=True))
+    for s in done.summaries:
         write_report(s, args.work_dir, stem=s['name'])
     csv_path = osp.join(args.work_dir, 'results.csv')
-    write_records(records(plan, results), csv_path)
-    text = summary_text(args, summaries)
+    write_records(records(done.plan, done.results), csv_path)
+    text = summary_text(args, done.summaries)
     with open(osp.join(args.work_dir, 'summary.md'), 'w') as f:
         f.write(text + '\n')
     print('\n' + text + f'\n\nresults: {csv_path}')
-    if unfinished:
-        raise SystemExit(f'{len(unfinished)} run(s) failed: {unfinished}; '
-                         f'see their logs under {args.work_dir}')
+    if done.unfinished:
+        raise SystemExit(f'{len(done.unfinished)} run(s) failed: '
+                         f'{done.unfinished}; see their logs under '
+                         f'{args.work_dir}')
 
 
 if __name__ == '__main__':

@@ -11,11 +11,9 @@ a failed run is reported with its log's tail and the others go on.
 
 Example::
 
-    tools = 'tools'  # the repository's
-    results = run_trainings(
-        runs, 'work_dirs/compare',
-        train_cmd=[sys.executable, f'{tools}/train.py'],
-        test_cmd=[sys.executable, f'{tools}/test.py'], jobs=2)
+    done = run_comparisons([Comparison('demo', cfg, [0, 1])],
+                           'work_dirs/compare', tools_dir='tools', jobs=2)
+    print(done.summaries[0]['nets'][0]['diff']['top1_stats'])
 """
 import json
 import os
@@ -23,11 +21,14 @@ import os.path as osp
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Sequence
+import sys
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from mmekd.utils.refusal import RefusalError
 
-from .comparison import TrainingRun, read_run
+from .comparison import (Comparison, TrainingRun, collect_results, plan_runs,
+                         read_run)
+from .comparison_report import summarise
 
 
 class RunFailedError(RuntimeError):
@@ -177,3 +178,44 @@ def run_trainings(runs: Sequence[TrainingRun],
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(trainer, runs))
     return {run.name: result for run, result in zip(runs, results)}
+
+
+class ComparisonResults(NamedTuple):
+    """What :func:`run_comparisons` gives: the ``plan`` (``plan.json``),
+    ``results`` (run name -> :func:`read_run`), the ``unfinished`` run names
+    and one :func:`summarise` per comparison (``summaries``)."""
+    plan: dict
+    results: Dict[str, dict]
+    unfinished: List[str]
+    summaries: List[dict]
+
+
+def run_comparisons(comparisons: Sequence[Comparison],
+                    work_dir: str,
+                    tools_dir: str,
+                    amp: bool = False,
+                    jobs: int = 1,
+                    skip_existing: bool = False,
+                    recalibrate_bn: int = 0,
+                    log: Callable[[str], None] = print
+                    ) -> ComparisonResults:
+    """Plan the runs of ``comparisons`` (:func:`plan_runs`), train and test
+    them with ``<tools_dir>/train.py`` and ``test.py`` in this interpreter
+    (:func:`run_trainings`; ``amp`` adds ``--amp`` to training), and read
+    back what they left, finished or not.
+
+    Raises:
+        StaleRunError: See :func:`run_trainings`.
+    """
+    runs = plan_runs(comparisons, work_dir)
+    log(f'{len(runs)} runs ({", ".join(c.name for c in comparisons)} and '
+        f'their nets alone) in {work_dir}')
+    train = [sys.executable, osp.join(tools_dir, 'train.py')]
+    run_trainings(runs, work_dir, train + (['--amp'] if amp else []),
+                  [sys.executable, osp.join(tools_dir, 'test.py')],
+                  jobs=jobs, skip_existing=skip_existing,
+                  recalibrate_bn=recalibrate_bn, log=log)
+    plan, results, unfinished = collect_results(work_dir)
+    return ComparisonResults(plan, results, unfinished,
+                             [summarise(c, results)
+                              for c in plan['comparisons']])

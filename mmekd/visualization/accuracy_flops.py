@@ -2,7 +2,7 @@
 """Accuracy against FLOPs as a PNG that reads as a picture: an accuracy
 axis that spans the data (not 0-100 %, where every difference disappears)
 and labels that never cover each other or a point."""
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 
 class PlotSeries(NamedTuple):

@@ -57,7 +57,7 @@ def test_rows_against_their_nets_alone(reproduced):
         ('ddnn', 'full', 'resnet34'), ('ddnn', 'sub0', 'resnet18'),
         ('ddnn_ekd', 'full', 'resnet34'), ('ddnn_ekd', 'sub0', 'resnet18'),
         ('alone', 'alone', 'resnet34'), ('alone', 'alone', 'resnet18')])
-    assert '4 runs (rows' in out  # the two rows share their nets alone
+    assert '4 runs (ddnn, ddnn_ekd and their nets alone)' in out  # shared
     assert all(0 <= float(r['top1']) <= 100 for r in rows)
     assert '**ddnn_ekd**, seeds [0]' in out
     assert '| sub0 | resnet18 | [2,2,2,2] |' in out

@@ -14,18 +14,10 @@ from mmekd.utils.checkpoint_keys import CheckpointMismatchError
 from mmekd.utils.cli import tool_main
 from mmekd.utils.refusal import RefusalError, one_line
 
-sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_apis'))
+sys.path[:0] = [osp.join(osp.dirname(__file__), '..', 'test_apis'),
+                osp.join(osp.dirname(__file__), '..', 'test_security')]
+from payloads import RunsShell  # noqa: E402
 from tiny_ddnn import tiny_model_files  # noqa: E402
-
-
-class _RunsCode:
-    """Unpickling this runs ``touch <marker>``."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f'touch {self.marker}', ))
 
 
 def test_tool_main_turns_a_refusal_into_one_line():
@@ -70,7 +62,7 @@ def evil(tmp_path_factory):
     cfg, ckpt, model = tiny_model_files(tmp)
     evil = str(tmp / 'evil.pth')
     torch.save({'state_dict': model.state_dict(),
-                'x': _RunsCode(tmp / 'pwned')}, evil)
+                'x': RunsShell(tmp / 'pwned')}, evil)
     return dict(tmp=tmp, cfg=cfg, ckpt=ckpt, evil=evil)
 
 
