@@ -332,3 +332,16 @@ def test_stock_test_script_gives_mmekd_numbers(cifar_export, tmp_path):
         ours, theirs = json.load(f), json.load(g)
     assert ours['sub0/top1'] == 100.0
     assert theirs['accuracy/top1'] == ours['sub0/top1']
+
+
+def test_file_colours():
+    """An RGB array is written in OpenCV's BGR (true colours on disk); a
+    colour array of unknown order is refused rather than guessed."""
+    from mmekd.apis.channel_order import ChannelOrderError, to_file_colours
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 255  # red
+    assert to_file_colours(rgb, 'rgb')[0, 0].tolist() == [0, 0, 255]
+    assert to_file_colours(rgb, 'bgr') is rgb
+    assert to_file_colours(rgb[..., 0], None) is not None  # grey: no order
+    with pytest.raises(ChannelOrderError, match='true colours'):
+        to_file_colours(rgb, None)
