@@ -3,7 +3,8 @@
 
     vocabulary, registry, version            words and registries
       < utils                                tools of every layer
-      < datasets, evaluation, models         the components
+      < datasets, evaluation, models,        the components
+        visualization
       < engine, apis (never each other)      training loop, deployment
       < patches, the package itself          what ``import mmekd`` does
 
@@ -24,6 +25,7 @@ FLOORS = {
     'mmekd.vocabulary': 0, 'mmekd.registry': 0, 'mmekd.version': 0,
     'mmekd.utils': 1,
     'mmekd.datasets': 2, 'mmekd.evaluation': 2, 'mmekd.models': 2,
+    'mmekd.visualization': 2,
     'mmekd.engine': 3, 'mmekd.apis': 3,
     'mmekd.patches': 4, 'mmekd': 4,
 }

@@ -41,6 +41,8 @@ RUN_BY = {
     'tools/reproduce_cifar100.py': (
         'tests/test_tools/test_reproduce_cifar100.py',
         "load_tool('reproduce_cifar100')"),
+    'tools/compare.py': ('tests/test_tools/test_compare.py',
+                         "tool_path('compare')"),
 }
 
 

@@ -22,14 +22,15 @@ import tempfile
 import time
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.utils import (OutputIsInputError, apply_dataloader_defaults,
-                         atomic_write, check_amp_device,
-                         check_outputs_not_inputs, enable_amp)
+from mmekd.utils import (apply_dataloader_defaults, atomic_write,
+                         check_amp_device, check_outputs_not_inputs,
+                         enable_amp)
+from mmekd.utils.cli import add_cfg_options, tool_main
 
 
 def parse_args(argv=None):
@@ -51,11 +52,7 @@ def parse_args(argv=None):
         '--amp', action='store_true', help='mixed precision (GPU)')
     parser.add_argument('--work-dir', help='logs (default: a temp folder)')
     parser.add_argument('--json', help='also write the results here')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value')
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     for name in ('epochs', 'steps'):
         if getattr(args, name) < 1:
@@ -129,13 +126,10 @@ def synthetic_throughput(runner: Runner, steps: int) -> float:
     return len(batch['inputs']) * steps / (time.perf_counter() - start)
 
 
+@tool_main
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        check_outputs_not_inputs(dict(json=args.json),
-                                 dict(config=args.config))
-    except OutputIsInputError as e:
-        raise SystemExit(f'benchmark_epoch: error: {e}')
+    check_outputs_not_inputs(dict(json=args.json), dict(config=args.config))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_cfg(args, args.work_dir or tmp)
         runner = Runner.from_cfg(cfg)

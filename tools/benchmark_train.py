@@ -26,6 +26,10 @@ It times steps, it does not train: the optimizer runs with learning rate 0
 cannot diverge, and a non-finite loss skips its step instead of stopping the
 run; a model with any non-finite loss is reported as diverged.
 
+Each measurement is a small runner with one ``run()`` over every model
+(warm-up, saved activations, live CPU memory, timing, profile); the memory
+instruments are :mod:`mmekd.utils.memory_meters`.
+
 Example::
 
     python tools/benchmark_train.py configs/ddnn_r34_cifar100.py --amp \\
@@ -33,27 +37,34 @@ Example::
 """
 import argparse
 import copy
-import gc
+import inspect
 import json
 import statistics
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 # mmekd first: it quiets mmcv-lite's import warning before mmpretrain.
 import mmekd  # noqa: F401,I001  (also registers the components)
 import torch
 import torch.nn as nn
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import OPTIM_WRAPPERS, init_default_scope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from torch.profiler import profile
 
-import mmekd.models  # noqa: F401
 from mmekd.apis import plain_model_cfg
 from mmekd.engine.optim import SafeOptimWrapperMixin
+from mmekd.models import DDNNClassifier
+from mmekd.models.classifiers.compiled_step import (StepCompiler,
+                                                    dynamo_counts,
+                                                    parse_compile_step)
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
+from mmekd.utils.memory_meters import (LiveMemoryMeter, SavedTensorMeter,
+                                       static_bytes)
 from mmekd.utils.onednn_fence import refuse_channels_last
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name part.
@@ -147,11 +158,7 @@ def parse_args(argv=None):
         '(torch.profiler) and print the operators with the most self time: '
         'where the host time of a step goes')
     parser.add_argument('--json', help='also write the results to this file')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value')
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith('cuda')
     if args.steps is None:
@@ -164,126 +171,6 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f'--{name} must be >= 1')
     return args
-
-
-# ---------------------------------------------------------------------- #
-# memory
-# ---------------------------------------------------------------------- #
-class SavedTensorMeter:
-    """Peak bytes of the tensors autograd saves for backward (activations),
-    not counting ``module``'s parameters and buffers. Each storage counts
-    once however often it is saved.
-
-    Args:
-        module (nn.Module, optional): Its parameters and buffers are not
-            activations.
-    """
-
-    def __init__(self, module: Optional[nn.Module] = None):
-        self._static = set()
-        if module is not None:
-            for t in list(module.parameters()) + list(module.buffers()):
-                self._static.add(t.untyped_storage().data_ptr())
-        self._refs: Dict[int, int] = {}
-        self.live = 0
-        self.peak = 0
-        self._hooks = None
-
-    class _Handle:
-
-        def __init__(self, meter, tensor, key):
-            self.meter, self.tensor, self.key = meter, tensor, key
-
-        def __del__(self):
-            self.meter._release(self.key, self.tensor)
-
-    def _release(self, key, tensor):
-        self._refs[key] -= 1
-        if self._refs[key] == 0:
-            del self._refs[key]
-            self.live -= tensor.untyped_storage().nbytes()
-
-    def _pack(self, tensor):
-        storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key in self._static or storage.nbytes() == 0:
-            return tensor
-        if key not in self._refs:
-            self._refs[key] = 0
-            self.live += storage.nbytes()
-            self.peak = max(self.peak, self.live)
-        self._refs[key] += 1
-        return self._Handle(self, tensor, key)
-
-    @staticmethod
-    def _unpack(packed):
-        if isinstance(packed, SavedTensorMeter._Handle):
-            return packed.tensor
-        return packed
-
-    def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(
-            self._pack, self._unpack)
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._hooks.__exit__(*exc)
-        return False
-
-
-class LiveMemoryMeter:
-    """Peak bytes of CPU memory that tensors allocated inside the ``with``
-    block hold at once (the profiler's allocation events, allocations minus
-    frees in time order; frees of blocks allocated before are not seen),
-    and the bytes they still hold at its end (leaks and reference cycles
-    show there). Unlike :class:`SavedTensorMeter` it sees every tensor:
-    gradients, temporaries, outputs kept by reference. Python's cyclic
-    garbage collector is off inside (collected first), so memory that only
-    it would free counts, as between its runs in training. CPU only.
-    """
-
-    def __enter__(self):
-        from torch.profiler import ProfilerActivity, profile
-        gc.collect()
-        self._gc_was_enabled = gc.isenabled()
-        gc.disable()
-        self._prof = profile(
-            activities=[ProfilerActivity.CPU], profile_memory=True)
-        self._prof.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._prof.__exit__(*exc)
-        if self._gc_was_enabled:
-            gc.enable()
-        events = sorted(
-            (e for e in self._prof.profiler.kineto_results.events()
-             if e.name() == '[memory]'
-             and e.device_type() == torch.autograd.DeviceType.CPU),
-            key=lambda e: e.start_ns())
-        live = self.peak = 0
-        for e in events:
-            live += e.nbytes()
-            self.peak = max(self.peak, live)
-        self.end = live
-        self.num_events = len(events)
-        return False
-
-
-def static_bytes(model: nn.Module, optim_wrapper: OptimWrapper) -> int:
-    """Parameters, buffers, optimizer state and the gradients that exist now
-    (``zero_grad`` frees them between steps: those a step allocates are in
-    its measured peak, and must not be counted twice)."""
-    total = sum(t.numel() * t.element_size()
-                for t in list(model.parameters()) + list(model.buffers()))
-    total += sum(p.grad.numel() * p.grad.element_size()
-                 for p in model.parameters() if p.grad is not None)
-    for state in optim_wrapper.optimizer.state.values():
-        for v in state.values():
-            if torch.is_tensor(v):
-                total += v.numel() * v.element_size()
-    return total
 
 
 # ---------------------------------------------------------------------- #
@@ -419,15 +306,8 @@ class Entry:
         return 0 if self._nonfinite is None else int(self._nonfinite)
 
 
-def _counts():
-    from mmekd.models.classifiers.compiled_step import dynamo_counts
-    return dynamo_counts()
-
-
 def default_step_mode() -> str:
     """``DDNNClassifier``'s default ``train_step_mode``."""
-    import inspect
-    from mmekd.models import DDNNClassifier
     return inspect.signature(
         DDNNClassifier.__init__).parameters['train_step_mode'].default
 
@@ -436,8 +316,6 @@ def compile_alone(model: nn.Module, args):
     """A net alone, compiled as the DDNN is (:class:`StepCompiler`): its
     forward (``extract_feat``) in one graph; the head's loss on the data
     samples stays eager. Returns the compiler."""
-    from mmekd.models.classifiers.compiled_step import (StepCompiler,
-                                                        parse_compile_step)
     compiler = StepCompiler(
         parse_compile_step(
             dict(backend=args.compile_backend, mode=args.compile_mode)))
@@ -451,37 +329,141 @@ def compile_alone(model: nn.Module, args):
     return compiler
 
 
-def profile_steps(e: 'Entry', data: dict, steps: int = 5) -> None:
-    """Print the operators with the most self time over ``steps`` steps of
-    ``e`` (after its warm-up), per step."""
-    from torch.profiler import profile
-    with profile() as prof:
-        for _ in range(steps):
-            e.step(data)
-    print(f'profile of {e.name}, {steps} steps (self CPU time per step):')
-    events = sorted(prof.key_averages(), key=lambda a: -a.self_cpu_time_total)
-    for a in events[:12]:
-        print(f'  {a.key[:60]:<62}{a.self_cpu_time_total / steps / 1e3:>8.3f}'
-              f' ms{a.count / steps:>8.1f} calls')
+# ---------------------------------------------------------------------- #
+# runners: each measures one thing of every entry (timm's benchmark.py)
+# ---------------------------------------------------------------------- #
+class StepRunner:
+    """The entries under test, their batch and device; :meth:`run` measures
+    one thing of every entry and stores it on the entry."""
+
+    def __init__(self, entries: Sequence[Entry], data: dict, args):
+        self.entries, self.data, self.args = entries, data, args
+        self.device = torch.device(args.device)
+        self.on_gpu = self.device.type == 'cuda'
+
+    def run(self) -> None:
+        raise NotImplementedError
 
 
-def run_benchmark(args) -> dict:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+class WarmupRunner(StepRunner):
+    """``--warmup`` untimed steps each (compilation included): their time,
+    and the graphs and graph breaks they made."""
+
+    def run(self) -> None:
+        for e in self.entries:
+            before = dynamo_counts()
+            _sync(self.device)
+            start = time.perf_counter()
+            for _ in range(self.args.warmup):
+                e.step(self.data)
+            _sync(self.device)
+            e.warmup_s = time.perf_counter() - start
+            after = dynamo_counts()
+            e.compile['graphs'] = after['graphs'] - before['graphs']
+            e.compile['graph_breaks'] = (after['graph_breaks'] -
+                                         before['graph_breaks'])
+            e.graphs_after_warmup = (e.compiler.cache_entries()
+                                     if e.compiler else 0)
+
+
+class SavedActivationRunner(StepRunner):
+    """One untimed step each: the peak bytes saved for backward."""
+
+    def run(self) -> None:
+        for e in self.entries:
+            with SavedTensorMeter(e.model) as meter:
+                e.step(self.data)
+            e.saved_peak = meter.peak
+
+
+class LiveMemoryRunner(StepRunner):
+    """CPU: every tensor alive over 3 steps each, plus the static bytes."""
+
+    def run(self) -> None:
+        for e in self.entries:
+            static = static_bytes(e.model, e.wrapper)
+            with LiveMemoryMeter() as live:
+                for _ in range(3):
+                    e.step(self.data)
+            e.live_peak = live.peak + static
+
+
+class TimingRunner(StepRunner):
+    """``--repeats`` interleaved repetitions of ``--steps`` timed steps per
+    entry (its seconds per step each time) and, on CUDA, the peak memory
+    allocated during the steps plus the static bytes."""
+
+    def run(self) -> None:
+        for _ in range(self.args.repeats):
+            for e in self.entries:
+                self._time(e)
+
+    def _time(self, e: Entry) -> None:
+        if self.on_gpu:
+            _sync(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            static = static_bytes(e.model, e.wrapper)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(self.args.steps):
+            e.step(self.data)
+        _sync(self.device)
+        e.times.append((time.perf_counter() - start) / self.args.steps)
+        if self.on_gpu:
+            peak = torch.cuda.max_memory_allocated(self.device) - base
+            e.cuda_peak = max(e.cuda_peak or 0, peak + static)
+
+
+class ProfileRunner(StepRunner):
+    """``--profile``: the operators with the most self time over 5 steps of
+    each DDNN entry (after its warm-up), per step."""
+
+    steps = 5
+
+    def run(self) -> None:
+        for e in self.entries:
+            if not e.name.startswith('ddnn['):
+                continue
+            with profile() as prof:
+                for _ in range(self.steps):
+                    e.step(self.data)
+            print(f'profile of {e.name}, {self.steps} steps (self CPU time '
+                  'per step):')
+            events = sorted(prof.key_averages(),
+                            key=lambda a: -a.self_cpu_time_total)
+            for a in events[:12]:
+                print(f'  {a.key[:60]:<62}'
+                      f'{a.self_cpu_time_total / self.steps / 1e3:>8.3f} ms'
+                      f'{a.count / self.steps:>8.1f} calls')
+
+
+# ---------------------------------------------------------------------- #
+# the benchmark
+# ---------------------------------------------------------------------- #
+def load_benchmark_config(args) -> Config:
+    """The config, with ``--cfg-options``, in its default scope, with the
+    top-level data preprocessor given to the model."""
+    cfg = read_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     # The per-parameter init report would bury the results.
     if not MMLogger.check_instance_created('benchmark_train'):
         MMLogger.get_instance('benchmark_train', log_level='WARNING')
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    return cfg
+
+
+def step_modes(args) -> tuple:
+    """The DDNN ``train_step_mode``\\ s timed."""
+    modes = ('memory_efficient', 'simple')
+    return (args.only, ) if args.only in modes else modes
+
+
+def build_entries(cfg: Config, args, size: int) -> List[Entry]:
+    """The DDNN in each step mode, then (unless ``--only``) each net alone;
+    each also compiled with ``--compile``. Models are built from seed 0, on
+    the device, in training mode, at learning rate 0."""
     device = torch.device(args.device)
-    on_gpu = device.type == 'cuda'
-    if args.no_mkldnn:
-        torch.backends.mkldnn.enabled = False
-    size = args.input_size or input_size_from_cfg(cfg)
-    batch = args.batch_size or (
-        cfg.train_dataloader.batch_size if on_gpu else 8)
-    num_classes = cfg.model.head.num_classes
 
     def build(model_cfg, **extra):
         torch.manual_seed(0)
@@ -493,100 +475,39 @@ def run_benchmark(args) -> dict:
             model.to(memory_format=torch.channels_last)
         return model.to(device).train()
 
-    compile_cfg = dict(
-        backend=args.compile_backend,
-        mode=args.compile_mode)
+    compile_cfg = dict(backend=args.compile_backend, mode=args.compile_mode)
     variants = (False, True) if args.compile else (False, )
-    modes = ('memory_efficient', 'simple')
-    if args.only in modes:
-        modes = (args.only, )
     entries = []
-    ddnn_cfg = copy.deepcopy(cfg.model)
-    for mode in modes:
+    for mode in step_modes(args):
         for compiled in variants:
             model = build(
-                ddnn_cfg, train_step_mode=mode,
+                copy.deepcopy(cfg.model), train_step_mode=mode,
                 channels_last=args.channels_last,
                 compile_step=compile_cfg if compiled else None)
             flops = entries[0].flops_per_img if entries else forward_flops(
                 model, size, device)
-            wrapper = make_optim_wrapper(model, cfg, args)
             name = f'ddnn[{mode}]' + (' compiled' if compiled else '')
-            entries.append(Entry(name, model, wrapper, flops, compiled))
-    if args.only is None:
-        for net, model_cfg in separate_model_cfgs(cfg,
-                                                  entries[0].model).items():
-            for compiled in variants:
-                model = build(model_cfg)
-                flops = forward_flops(model, size, device)
-                compiler = compile_alone(model, args) if compiled else None
-                entries.append(
-                    Entry(f'{net} alone' + (' compiled' if compiled else ''),
-                          model, make_optim_wrapper(model, cfg, args), flops,
-                          compiled))
-                entries[-1].compiler = compiler
+            entries.append(Entry(name, model,
+                                 make_optim_wrapper(model, cfg, args), flops,
+                                 compiled))
+    if args.only is not None:
+        return entries
+    for net, model_cfg in separate_model_cfgs(cfg, entries[0].model).items():
+        for compiled in variants:
+            model = build(model_cfg)
+            flops = forward_flops(model, size, device)
+            compiler = compile_alone(model, args) if compiled else None
+            entries.append(
+                Entry(f'{net} alone' + (' compiled' if compiled else ''),
+                      model, make_optim_wrapper(model, cfg, args), flops,
+                      compiled))
+            entries[-1].compiler = compiler
+    return entries
 
-    data = synthetic_batch(batch, size, num_classes, device,
-                           args.channels_last)
-    for e in entries:  # warm-up (and compilation)
-        before = _counts()
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(args.warmup):
-            e.step(data)
-        _sync(device)
-        e.warmup_s = time.perf_counter() - start
-        after = _counts()
-        e.compile['graphs'] = after['graphs'] - before['graphs']
-        e.compile['graph_breaks'] = (after['graph_breaks'] -
-                                     before['graph_breaks'])
-        e.graphs_after_warmup = (e.compiler.cache_entries()
-                                 if e.compiler else 0)
-    for e in entries:  # activation memory, one untimed step each
-        with SavedTensorMeter(e.model) as meter:
-            e.step(data)
-        e.saved_peak = meter.peak
-    if not on_gpu:  # every tensor alive, over 3 steps (CUDA: peak MB)
-        for e in entries:
-            static = static_bytes(e.model, e.wrapper)
-            with LiveMemoryMeter() as live:
-                for _ in range(3):
-                    e.step(data)
-            e.live_peak = live.peak + static
-    for _ in range(args.repeats):  # interleaved repetitions
-        for e in entries:
-            if on_gpu:
-                _sync(device)
-                base = torch.cuda.memory_allocated(device)
-                static = static_bytes(e.model, e.wrapper)
-                torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                e.step(data)
-            _sync(device)
-            e.times.append((time.perf_counter() - start) / args.steps)
-            if on_gpu:
-                peak = torch.cuda.max_memory_allocated(device) - base
-                peak += static
-                e.cuda_peak = max(e.cuda_peak or 0, peak)
 
-    if args.profile:
-        for e in entries:
-            if e.name.startswith('ddnn['):
-                profile_steps(e, data)
-    for e in entries:
-        # Any graph compiled after warm-up is a recompilation.
-        if e.compiler:
-            e.compile['recompiles'] = (e.compiler.cache_entries() -
-                                       e.graphs_after_warmup)
-    peak_tflops = args.peak_tflops
-    device_name = 'cpu'
-    if on_gpu:
-        device_name = torch.cuda.get_device_name(device)
-        if peak_tflops is None:
-            peak_tflops = next((v for k, v in BF16_PEAK_TFLOPS.items()
-                                if k in device_name), None)
+def result_rows(entries: Sequence[Entry], batch: int,
+                peak_tflops: Optional[float]) -> OrderedDict:
+    """One row of results per entry (medians over the repetitions)."""
     rows = OrderedDict()
     for e in entries:
         t = statistics.median(e.times)
@@ -606,8 +527,16 @@ def run_benchmark(args) -> dict:
             last_loss=float(e.last_loss),
             total_steps=e.steps,
             **e.compile)
+    return rows
+
+
+def summarise(rows: Dict[str, dict], modes: Sequence[str], compiled: bool,
+              on_gpu: bool) -> OrderedDict:
+    """Ratios of the DDNN step to the nets alone (time, saved activations,
+    CUDA peak or CPU live memory), compiled against eager, the diverged
+    models and the default step mode."""
     summary = OrderedDict()
-    for suffix in [''] + ([' compiled'] if args.compile else []):
+    for suffix in [''] + ([' compiled'] if compiled else []):
         tag = suffix.strip().replace(' ', '_')
         tag = f'_{tag}' if tag else ''
         alone = [n for n in rows
@@ -637,10 +566,48 @@ def run_benchmark(args) -> dict:
     summary['diverged'] = ', '.join(
         n for n, r in rows.items() if r['nonfinite_steps']) or 'none'
     default = default_step_mode()
-    if args.compile and default in modes:
+    if compiled and default in modes:
         summary['default_mode'] = default
         summary['compiled_vs_eager_default_mode'] = summary[
             f'compiled_vs_eager_{default}']
+    return summary
+
+
+def device_peak(args) -> tuple:
+    """``(device name, dense bf16 TFLOP/s or None)``."""
+    if not args.device.startswith('cuda'):
+        return 'cpu', args.peak_tflops
+    name = torch.cuda.get_device_name(torch.device(args.device))
+    peak = args.peak_tflops
+    if peak is None:
+        peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name),
+                    None)
+    return name, peak
+
+
+def run_benchmark(args) -> dict:
+    cfg = load_benchmark_config(args)
+    on_gpu = args.device.startswith('cuda')
+    if args.no_mkldnn:
+        torch.backends.mkldnn.enabled = False
+    size = args.input_size or input_size_from_cfg(cfg)
+    batch = args.batch_size or (
+        cfg.train_dataloader.batch_size if on_gpu else 8)
+    entries = build_entries(cfg, args, size)
+    data = synthetic_batch(batch, size, cfg.model.head.num_classes,
+                           torch.device(args.device), args.channels_last)
+    runners = [WarmupRunner, SavedActivationRunner]
+    runners += [] if on_gpu else [LiveMemoryRunner]
+    runners += [TimingRunner] + ([ProfileRunner] if args.profile else [])
+    for runner in runners:
+        runner(entries, data, args).run()
+    for e in entries:
+        # Any graph compiled after warm-up is a recompilation.
+        if e.compiler:
+            e.compile['recompiles'] = (e.compiler.cache_entries() -
+                                       e.graphs_after_warmup)
+    device_name, peak_tflops = device_peak(args)
+    rows = result_rows(entries, batch, peak_tflops)
     return dict(
         config=args.config,
         device=device_name,
@@ -656,7 +623,7 @@ def run_benchmark(args) -> dict:
         repeats=args.repeats,
         bf16_peak_tflops=peak_tflops,
         rows=rows,
-        summary=summary)
+        summary=summarise(rows, step_modes(args), args.compile, on_gpu))
 
 
 def _fmt(v, spec):
@@ -707,6 +674,7 @@ def print_results(res: dict) -> None:
         print(f'{key}: {v if isinstance(v, str) else _fmt(v, spec)}')
 
 
+@tool_main
 def main(argv=None):
     args = parse_args(argv)
     res = run_benchmark(args)

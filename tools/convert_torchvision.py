@@ -14,17 +14,17 @@ with other classes). See docs/pretrained.md.
 import argparse
 import os
 import os.path as osp
-import sys
 
 import torch
 
 import mmekd  # noqa: F401
 from mmekd.apis import build_model, load_torchvision_weights
-from mmekd.utils import (OutputIsInputError, atomic_output,
-                         check_outputs_not_inputs)
+from mmekd.utils import atomic_output, check_outputs_not_inputs, safe_load
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
+from mmekd.utils.refusal import RefusalError
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='torchvision ResNet weights -> DDNN checkpoint')
     parser.add_argument('config', help='DDNN config (its model is built)')
@@ -35,37 +35,37 @@ def parse_args():
         action='store_true',
         help="drop torchvision's classifier (fc): keep the config's "
         'initial head, e.g. for a dataset with other classes')
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
 def read_state_dict(path: str) -> dict:
     """A torchvision checkpoint: a state dict, or one under ``state_dict`` /
     ``model`` (tensors only; nothing in the file is executed)."""
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = safe_load(path, map_location='cpu')
     for key in ('state_dict', 'model'):
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]
     if not isinstance(ckpt, dict) or not all(
             isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise ValueError(f'{path} is not a torchvision state dict (a dict '
-                         'of tensors)')
+        raise RefusalError(f'{path} is not a torchvision state dict (a '
+                           'dict of tensors)')
     return ckpt
 
 
-def main():
-    args = parse_args()
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    check_outputs_not_inputs(
+        dict(out=args.out),
+        dict(config=args.config, checkpoint=args.checkpoint))
+    model = build_model(read_config(args.config, args.cfg_options))
+    state_dict = read_state_dict(args.checkpoint)
     try:
-        check_outputs_not_inputs(
-            dict(out=args.out),
-            dict(config=args.config, checkpoint=args.checkpoint))
-    except OutputIsInputError as e:
-        sys.exit(f'convert_torchvision: error: {e}')
-    model = build_model(args.config)
-    try:
-        kept = load_torchvision_weights(
-            model, read_state_dict(args.checkpoint), head=not args.no_head)
-    except ValueError as e:
-        sys.exit(f'convert_torchvision: error: {e}')
+        kept = load_torchvision_weights(model, state_dict,
+                                        head=not args.no_head)
+    except ValueError as e:  # the weights do not fit the config's model
+        raise RefusalError(str(e)) from None
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     meta = dict(converted_from=osp.basename(args.checkpoint),
                 head='initial (--no-head)' if kept else 'torchvision fc')

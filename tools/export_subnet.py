@@ -12,15 +12,13 @@ infers and fine-tunes without mmekd::
     # -> work_dirs/export/ddnn_r34_cifar100_sub0-resnet18.{py,pth}
 """
 import argparse
-import sys
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
-                         OutputIsInputError)
-from mmekd.apis import ExportError, export_to_files
+from mmekd.apis import export_to_files
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Export a net of a DDNN model as a plain classifier')
     parser.add_argument('config', help='DDNN config file')
@@ -46,25 +44,23 @@ def parse_args():
         'the exported config read them with MMPretrain\'s CustomDataset '
         '(default: only datasets without a stock MMPretrain counterpart, '
         'e.g. mmekd.Digits, are written, to OUT_DIR/<name>_data; '
-        'mmekd.CIFAR10/100 become MMPretrain\'s CIFAR10/100)')
-    return parser.parse_args()
+        'mmekd.CIFAR10/100 become MMPretrain\'s CIFAR10/100). The '
+        'images are written in their true colours')
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
-    try:
-        cfg_path, ckpt_path = export_to_files(
-            args.config,
-            args.checkpoint,
-            args.net,
-            args.out_dir,
-            name=args.name,
-            recalibrate_bn=args.recalibrate_bn,
-            data_dir=args.data_dir)
-    except (ExportError, FileNotFoundError, IsADirectoryError,
-            NonFiniteStateError, CheckpointMismatchError,
-            OutputIsInputError) as e:
-        sys.exit(f'export_subnet: error: {e}')
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    cfg_path, ckpt_path = export_to_files(
+        read_config(args.config, args.cfg_options),
+        args.checkpoint,
+        args.net,
+        args.out_dir,
+        name=args.name,
+        recalibrate_bn=args.recalibrate_bn,
+        data_dir=args.data_dir)
     print(f'config:     {cfg_path}\ncheckpoint: {ckpt_path}')
 
 

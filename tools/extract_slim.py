@@ -14,30 +14,29 @@ Example::
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import Optional, Tuple
 
 # mmekd first: it quiets mmcv-lite's import warning before mmpretrain.
 import mmekd  # noqa: F401,I001  (also registers the components)
 import torch
 from mmengine.analysis import get_model_complexity_info
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmekd.apis import (ExportError, export_onnx, export_subnet,
-                        exported_checkpoint, exported_config, input_size,
-                        verify_onnx)
+from mmekd.apis import (export_onnx, export_subnet, exported_checkpoint,
+                        exported_config, input_size, verify_onnx)
 from mmekd.utils.flops import quiet_flop_counter
 from mmekd.engine.hooks.knowledge_evolution_hook import STATE_KEY
 from mmekd.models.ke import check_split_rate, extract_slim
 from mmekd.vocabulary import is_ddnn
 from mmekd.registry import MODELS
-from mmekd.utils import (NonFiniteStateError, OutputIsInputError,
-                         atomic_output, atomic_write, check_finite,
-                         check_outputs_not_inputs, safe_load)
+from mmekd.utils import (atomic_output, atomic_write, check_finite,
+                         check_loadable, check_outputs_not_inputs, safe_load)
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
+from mmekd.utils.refusal import RefusalError
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Extract the slim network of a KE (KELS) checkpoint')
     parser.add_argument('config', help='training config of the dense model')
@@ -57,8 +56,8 @@ def parse_args():
         '--onnx', metavar='FILE', help='also export the slim network to this '
         '.onnx file (input: normalized images at --shape) and check '
         "onnxruntime's logits against PyTorch's")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
 def find_split_rate(cfg: Config, checkpoint: dict,
@@ -98,42 +97,39 @@ def complexity(model: torch.nn.Module, shape: Tuple[int]) -> Tuple[int, int]:
     return info['flops'], info['params']
 
 
-def main():
-    args = parse_args()
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
     cfg_path = osp.join(args.out_dir, 'slim_config.py')
     ckpt_path = osp.join(args.out_dir, 'slim.pth')
-    try:
-        check_outputs_not_inputs(
-            dict(config=cfg_path, checkpoint=ckpt_path, onnx=args.onnx),
-            dict(config=args.config, checkpoint=args.checkpoint))
-    except OutputIsInputError as e:
-        sys.exit(f'extract_slim: error: {e}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    check_outputs_not_inputs(
+        dict(config=cfg_path, checkpoint=ckpt_path, onnx=args.onnx),
+        dict(config=args.config, checkpoint=args.checkpoint))
+    cfg = read_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model_cfg = cfg.model.copy()
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     dense = MODELS.build(model_cfg)
     checkpoint = safe_load(args.checkpoint, map_location='cpu')
-    try:
-        check_finite(checkpoint['state_dict'],
-                     f'Checkpoint {args.checkpoint}',
-                     advice='It was saved after training diverged: use an '
-                     'earlier generation checkpoint.')
-    except NonFiniteStateError as e:
-        sys.exit(f'extract_slim: error: {e}')
+    check_finite(checkpoint['state_dict'],
+                 f'Checkpoint {args.checkpoint}',
+                 advice='It was saved after training diverged: use an '
+                 'earlier generation checkpoint.')
+    # A checkpoint of another model: the keys it lacks, as one refusal.
+    check_loadable(dense, checkpoint['state_dict'],
+                     f'checkpoint {args.checkpoint}')
     dense.load_state_dict(checkpoint['state_dict'])
     dense.eval()
     rate = find_split_rate(cfg, checkpoint, args.split_rate)
     if is_ddnn(dense) and args.net is None:
-        sys.exit('extract_slim: error: a DDNN checkpoint has one slim network '
-                 f'per net: pass --net, one of {dense.backbone.net_names}')
+        raise RefusalError('a DDNN checkpoint has one slim network per '
+                           f'net: pass --net, one of '
+                           f'{dense.backbone.net_names}')
     try:
         slim_cfg, slim = extract_slim(dense, model_cfg, rate, args.net)
-    except (TypeError, ExportError) as e:
-        sys.exit(f'extract_slim: error: {e}')
+    except TypeError as e:  # a model slim extraction does not know
+        raise RefusalError(str(e)) from None
     if args.net is not None:  # the dense net alone, for its costs
         plain_cfg, state_dict = export_subnet(dense, args.net, model_cfg)
         dense = MODELS.build(plain_cfg)

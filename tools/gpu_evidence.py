@@ -12,9 +12,10 @@ On one H100/H200 with the CIFAR-100 train split, within ``--budget-s``
 (b) ``tools/benchmark_epoch.py``: a real training epoch (fast data path)
     against the synthetic step;
 (c) ``tools/reproduce_cifar100.py`` on the val split (45,000 / 5,000):
-    ResNet-18 alone, ResNet-34 alone and EKD (``--seeds``, default 3), and
-    one seed (``--lever-seeds``) of every lever row (``LEVER_ROWS`` there),
-    all runs at once (``--jobs``) to fill the GPU.
+    the EKD row with its nets alone (ResNet-34, ResNet-18; ``--seeds``,
+    default 3), and one seed (``--lever-seeds``) of every lever row
+    (:mod:`mmekd.apis.cifar100_reproduction`) with its nets alone, all runs
+    at once (``--jobs``) to fill the GPU.
 
 Every phase runs as a subprocess with a deadline; at the budget's end what
 is still running is stopped and reported as unfinished. The compiled
@@ -35,7 +36,6 @@ Example (GPU)::
         --epochs 3
 """
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -43,7 +43,6 @@ import os.path as osp
 import pickle
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -53,25 +52,21 @@ from typing import Dict, List, Optional
 import numpy as np
 
 import mmekd  # noqa: F401  (mmpretrain:: bases, safe loading, as every tool)
+from mmengine.config import Config
+
+from mmekd.apis import cifar100_reproduction as reproduction
+from mmekd.apis.comparison import collect_results
+from mmekd.apis.comparison_report import (checks, markdown, records,
+                                          summarise)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
 CONFIGS = osp.join(ROOT, 'configs')
 
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f'_gpu_evidence_{name}', osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reproduce = _tool('reproduce_cifar100')
-
-# The claim rows (every --seeds) and the lever rows (--lever-seeds).
-CLAIM_ROWS = ('resnet18', 'resnet34', 'ddnn_ekd')
-LEVER_ROWS = tuple(reproduce.LEVER_ROWS)
+# The claim rows (every --seeds) and the lever rows (--lever-seeds); every
+# row is trained with its nets alone.
+CLAIM_ROWS = reproduction.ROW_GROUPS['claim']
+LEVER_ROWS = reproduction.ROW_GROUPS['levers']
 # Share of the budget each phase may take (the training runs get the rest
 # before the compiled benchmark's reserve); seconds kept for the report.
 PHASE_SHARE = dict(bench_cifar=0.14, bench_224=0.18, bench_epoch=0.14,
@@ -79,9 +74,11 @@ PHASE_SHARE = dict(bench_cifar=0.14, bench_224=0.18, bench_epoch=0.14,
 REPORT_RESERVE_S = 20
 PHASES = ('bench_cifar', 'bench_224', 'bench_epoch', 'claims',
           'bench_cifar_compiled')
-# Narrow nets for --dry-run (stage widths 4..32).
+# Narrow nets for --dry-run (stage widths 4..32; 8..64 for channels_last).
 TINY = ['model.backbone.stem_channels=4', 'model.backbone.base_channels=4',
         'model.head.in_channels=32']
+TINY8 = ['model.backbone.stem_channels=8', 'model.backbone.base_channels=8',
+         'model.head.in_channels=64']
 VAL_PER_CLASS = 50
 OUT_FILES = ('evidence.md', 'evidence.json', 'logs.tar.gz')
 
@@ -105,8 +102,8 @@ def parse_args(argv=None):
         '--epochs',
         type=int,
         help='training epochs of every run, cosine schedule (default 3: '
-        '15 runs at once fit the 11-minute budget with the benchmarks; 1 '
-        'with --dry-run)')
+        'the 17 runs at once estimated to fit the 11-minute budget with '
+        'the benchmarks, docs/results_gpu_plan.md; 1 with --dry-run)')
     parser.add_argument(
         '--seeds',
         type=int,
@@ -120,7 +117,8 @@ def parse_args(argv=None):
         nargs='+',
         default=list(CLAIM_ROWS + LEVER_ROWS),
         help='rows of part (c) (default: all claim and lever rows); rows '
-        "outside reproduce_cifar100's claim rows get --lever-seeds")
+        f'outside the claim rows {list(reproduction.HEADLINE_ROWS)} get '
+        '--lever-seeds')
     parser.add_argument(
         '--skip',
         nargs='+',
@@ -142,10 +140,11 @@ def parse_args(argv=None):
         action='store_true',
         help='the same phases at tiny scale on the CPU')
     args = parser.parse_args(argv)
-    unknown = [r for r in args.rows if r not in reproduce.ALL_ROWS]
-    if unknown:
-        parser.error(f'unknown rows {unknown}; known: '
-                     f'{list(reproduce.ALL_ROWS)}')
+    for row in args.rows:
+        try:
+            reproduction.row_config_path(CONFIGS, row)
+        except ValueError as e:
+            parser.error(f'--rows: {e}')
     if args.data_root is None and not args.dry_run:
         parser.error('--data-root is required (or --dry-run)')
     if args.epochs is None:
@@ -172,51 +171,8 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------- #
 def check_data(root: str, val_per_class: int = VAL_PER_CLASS) -> List[str]:
     """What keeps ``root`` from being the CIFAR-100 train split the claim
-    runs need (empty: nothing)."""
-    from mmekd.datasets.cifar import load_cifar_batch
-    folder = osp.join(root, 'cifar-100-python')
-    if not osp.isdir(folder):
-        return [f'folder {folder} is missing (--data-root must hold '
-                "'cifar-100-python/' with the files 'train' and 'meta')"]
-    missing = [f'file {osp.join(folder, n)} is missing'
-               for n in ('train', 'meta')
-               if not osp.isfile(osp.join(folder, n))]
-    if missing:
-        return missing
-    problems = []
-    try:
-        train = load_cifar_batch(osp.join(folder, 'train'))
-        meta = load_cifar_batch(osp.join(folder, 'meta'))
-    except ValueError as e:
-        return [str(e)]
-    data, labels = train.get('data'), train.get('fine_labels')
-    if data is None or labels is None:
-        return [f"{folder}/train lacks 'data' or 'fine_labels' (has "
-                f'{sorted(train)})']
-    data = np.asarray(data)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        problems.append(f"{folder}/train 'data' has shape {data.shape}, "
-                        'expected (N, 3072)')
-    if len(labels) != len(data):
-        problems.append(f"{folder}/train has {len(data)} images but "
-                        f'{len(labels)} labels')
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=100)
-    if len(counts) != 100:
-        problems.append(f'{folder}/train has labels up to {len(counts) - 1}'
-                        ', expected 0..99')
-    lacking = [c for c in range(min(100, len(counts)))
-               if counts[c] <= val_per_class]
-    if lacking:
-        problems.append(
-            f'{folder}/train: classes {lacking[:10]}'
-            f"{'...' if len(lacking) > 10 else ''} have <= {val_per_class} "
-            'images (the val split holds out the last '
-            f'{val_per_class} of every class)')
-    names = meta.get('fine_label_names')
-    if names is None or len(names) != 100:
-        problems.append(f"{folder}/meta: 'fine_label_names' must list 100 "
-                        f'names, got {None if names is None else len(names)}')
-    return problems
+    runs need (empty: nothing; :func:`reproduction.check_data`)."""
+    return reproduction.check_data(root, 'val', val_per_class)
 
 
 def write_fake_cifar100(root: str, per_class: int) -> str:
@@ -284,7 +240,7 @@ def benchmark_train_cmds(args, work: str) -> Dict[str, List[str]]:
     common = ['--amp', '--amp-dtype', 'bfloat16']
     if args.dry_run:
         tiny = ['--device', 'cpu', '--steps', '1', '--warmup', '1',
-                '--repeats', '1', '--cfg-options', *TINY]
+                '--repeats', '1', '--cfg-options']
         sizes = dict(bench_cifar=['--batch-size', '2'],
                      bench_224=['--batch-size', '2', '--input-size', '64'])
         backend = ['--compile-backend', 'eager']
@@ -295,9 +251,12 @@ def benchmark_train_cmds(args, work: str) -> Dict[str, List[str]]:
                                 '224'])
 
     def cmd(name, config, extra):
+        # channels_last on the CPU (oneDNN) needs >= 8 channels before a
+        # strided 1x1 convolution (mmekd/utils/onednn_fence.py).
+        widths = TINY8 if '--channels-last' in extra else TINY
         return tool + [config, *common, *sizes[name.replace(
             '_compiled', '')], *extra, '--json',
-            osp.join(work, f'{name}.json'), *tiny]
+            osp.join(work, f'{name}.json')] + (tiny + widths if tiny else [])
 
     return dict(
         bench_cifar=cmd('bench_cifar', cifar, []),
@@ -324,17 +283,25 @@ def benchmark_epoch_cmd(args, work: str, data_root: str) -> List[str]:
 
 def row_seeds(args, row: str) -> List[int]:
     # As reproduce_cifar100 gives them (--seeds / --ablation-seeds).
-    return (args.seeds if row in reproduce.HEADLINE_ROWS else
+    return (args.seeds if row in reproduction.HEADLINE_ROWS else
             args.lever_seeds)
 
 
-def planned_runs(args) -> List[tuple]:
-    return [(row, seed) for row in args.rows for seed in row_seeds(args, row)]
+def max_runs(args) -> int:
+    """The runs of part (c) at most: every row's DDNN and nets alone, once
+    per seed (nets alone that rows share run once: the plan has fewer).
+    Read from the row configs, no model is built."""
+    total = 0
+    for row in args.rows:
+        cfg = Config.fromfile(reproduction.row_config_path(CONFIGS, row))
+        nets = 1 + len(cfg.model.backbone.get('sub_stage_blocks') or [])
+        total += len(row_seeds(args, row)) * (1 + nets)
+    return total
 
 
 def claims_cmd(args, work: str, data_root: str) -> List[str]:
     """``reproduce_cifar100`` with every claim and lever row at once."""
-    jobs = args.jobs or len(planned_runs(args))
+    jobs = args.jobs or max_runs(args)
     cmd = [sys.executable, osp.join(TOOLS, 'reproduce_cifar100.py'),
            '--data-root', data_root, '--split', 'val', '--epochs',
            str(args.epochs), '--schedule', 'cosine', '--rows', *args.rows,
@@ -349,51 +316,24 @@ def claims_cmd(args, work: str, data_root: str) -> List[str]:
                   'env_cfg.cudnn_benchmark=True']
 
 
-def collect_runs(args, work: str) -> tuple:
-    """Records (one per row, net and seed) of the finished runs, and the
-    runs that did not finish."""
-    records, unfinished = [], []
-    for row, seed in planned_runs(args):
-        run_dir = osp.join(work, row, f'seed{seed}')
-        metrics = _read_json(osp.join(run_dir, 'metrics.json'))
-        if metrics is None:
-            unfinished.append(f'{row} seed {seed}')
-            continue
-        timing = _read_json(osp.join(run_dir, 'timing.json')) or {}
-        for net, arch in reproduce.ALL_ROWS[row][2].items():
-            records.append(
-                dict(row=row, net=net, arch=arch, seed=seed,
-                     **reproduce.net_metrics(metrics, net),
-                     train_s=timing.get('train_s', float('nan'))))
-    return records, unfinished
+def collect_claims(work: str) -> dict:
+    """What the claim runs left in ``work`` (the plan reproduce_cifar100
+    wrote and every finished run): ``planned``, ``finished``,
+    ``unfinished`` (run names), ``records`` (one per net and seed), the
+    rows' ``table`` and the ``goal`` check (:func:`goal_check`)."""
+    plan, results, unfinished = collect_results(work)
+    summaries = [summarise(c, results) for c in plan['comparisons']]
+    return dict(planned=len(plan['runs']), finished=len(results),
+                unfinished=unfinished, records=records(plan, results),
+                table='\n\n'.join(markdown(s) for s in summaries),
+                goal=goal_check(summaries))
 
 
-def goal_check(records: List[dict]) -> List[dict]:
-    """Every DDNN row's nets against the same architecture alone (mean
-    top-1 over the seeds each has). Goal: a sub-net >= alone + 1.0, the full
-    net >= alone."""
-    def mean_of(row, arch):
-        values = [r['top1'] for r in records
-                  if r['row'] == row and r['arch'] == arch]
-        return (statistics.mean(values), len(values)) if values else None
-
-    alone = {r['arch']: r['row'] for r in records if r['net'] == 'alone'}
-    checks, seen = [], set()
-    for r in records:
-        key = (r['row'], r['net'])
-        if r['net'] == 'alone' or key in seen or r['arch'] not in alone:
-            continue
-        seen.add(key)
-        (mean, n), (base, n_base) = mean_of(r['row'], r['arch']), mean_of(
-            alone[r['arch']], r['arch'])
-        target = 0.0 if r['net'] == 'full' else 1.0
-        delta = mean - base
-        checks.append(dict(row=r['row'], net=r['net'], arch=r['arch'],
-                           top1=round(mean, 2), seeds=n,
-                           alone_top1=round(base, 2), alone_seeds=n_base,
-                           delta=round(delta, 2), target=target,
-                           met=bool(delta >= target)))
-    return checks
+def goal_check(summaries: List[dict]) -> List[dict]:
+    """Every DDNN row's nets against the same nets alone (mean top-1 over
+    the seeds, difference paired by seed). Goal: a sub-net >= alone + 1.0,
+    the full net >= alone."""
+    return checks(summaries, full_target=0.0, sub_target=1.0)
 
 
 # ---------------------------------------------------------------------- #
@@ -465,8 +405,9 @@ def render_markdown(report: dict) -> str:
            'of every class held out), fast data path, bf16 autocast.'
            if not report['dry_run'] else
            '(cosine), batch 32, 2 training and 1 val image per class of a '
-           'fake CIFAR-100, nets 4-32 channels wide, float32. DRY RUN on '
-           'the CPU: the numbers say nothing about the method.'), '',
+           'fake CIFAR-100, nets 4-32 channels wide (8-64 channels_last), '
+           'float32. DRY RUN on the CPU: the numbers say nothing about the '
+           'method.'), '',
         '## Phases', '', '| phase | status | seconds |', '|---|---|---|'
     ]
     for name, p in report['phases'].items():
@@ -505,8 +446,8 @@ def render_markdown(report: dict) -> str:
     if c['goal']:
         lines += ['', 'Goal (mean top-1 over the seeds of each row): every '
                   'sub-net >= the same net alone + 1.0, the full net >= '
-                  'the full net alone (the claim check above keeps '
-                  "reproduce_cifar100's earlier full-net target, -0.3).", '',
+                  'the full net alone (reproduce_cifar100\'s claim check '
+                  'keeps the earlier full-net target, -0.3).', '',
                   '| row | net | architecture | top-1 | seeds | alone | '
                   'alone seeds | delta | target | met |',
                   '|---|---|---|---|---|---|---|---|---|---|']
@@ -555,7 +496,7 @@ def main(argv=None) -> dict:
         seeds=args.seeds,
         lever_seeds=args.lever_seeds, phases={}, benchmarks={},
         data_problems=[],
-        claims=dict(planned=len(planned_runs(args)), finished=0,
+        claims=dict(planned=max_runs(args), finished=0,
                     unfinished=[], table='', goal=[], records=[]))
     data_root = args.data_root
     if data_root is None:  # --dry-run
@@ -595,7 +536,7 @@ def main(argv=None) -> dict:
     claims_work = osp.join(work, f'claims_{args.epochs}e')
     # Concurrent runs do little CPU work each (batches from memory, augmented
     # on the device): share the cores instead of 16 threads per process.
-    jobs = args.jobs or len(planned_runs(args))
+    jobs = args.jobs or max_runs(args)
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     compiled = 'bench_cifar_compiled' not in args.skip
     phase('claims', claims_cmd(args, claims_work, data_root),
@@ -610,13 +551,8 @@ def main(argv=None) -> dict:
         if res is not None and report['phases'][name]['status'] == 'ok':
             report['benchmarks'][name] = res
     try:
-        records, unfinished = collect_runs(args, claims_work)
-        report['claims'].update(
-            finished=report['claims']['planned'] - len(unfinished),
-            unfinished=unfinished, records=records,
-            table=reproduce.summarise(records) if records else '',
-            goal=goal_check(records))
-    except (KeyError, ValueError, TypeError) as e:
+        report['claims'].update(collect_claims(claims_work))
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         # A run's metrics without the expected keys: report, don't lose the
         # benchmarks.
         report['claims']['error'] = f'{type(e).__name__}: {e}'

@@ -6,23 +6,22 @@ import os.path as osp
 from contextlib import nullcontext
 
 import mmengine
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
 from mmekd.engine.hooks import CheckpointKeysHook
-from mmekd.engine.runner import SetupToLogFileRunner
+from mmekd.engine.runner import EvalRunner
 from mmekd.evaluation import format_net_table
 from mmekd.models.utils import recalibrate_bn
-from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
-                         OutputIsInputError, UnsafeCheckpointError,
-                         apply_dataloader_defaults, atomic_output,
+from mmekd.utils import (apply_dataloader_defaults, atomic_output,
                          check_outputs_not_inputs, setup_cpu_distributed)
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -44,11 +43,7 @@ def parse_args():
         help='recompute the BatchNorm statistics of --net (default: the '
         "config's predict_net) on N training batches before testing; with "
         "shared BatchNorm only that net's row is then meaningful")
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value')
+    add_cfg_options(parser)
     parser.add_argument(
         '--amp', action='store_true', help='mixed-precision inference')
     parser.add_argument(
@@ -61,7 +56,7 @@ def parse_args():
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -91,24 +86,22 @@ def merge_args(cfg: Config, args) -> Config:
     apply_dataloader_defaults(cfg, args.no_pin_memory, True)
     if args.out is None and args.out_item is not None:
         raise SystemExit('--out-item needs --out')
-    try:
-        check_outputs_not_inputs(
-            dict(out=args.out),
-            dict(config=args.config, checkpoint=args.checkpoint))
-    except OutputIsInputError as e:
-        raise SystemExit(f'error: {e}') from None
+    check_outputs_not_inputs(
+        dict(out=args.out),
+        dict(config=args.config, checkpoint=args.checkpoint))
     return cfg
 
 
-def main():
-    args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg = merge_args(cfg, args)
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = merge_args(read_config(args.config), args)
     # torchrun without a GPU: gloo process group + DDP of a CPU module.
     setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
-        # MMEngine's Runner; environment/config dumps go to the log file only.
-        runner = SetupToLogFileRunner.from_cfg(cfg)
+        # MMEngine's Runner; environment/config dumps go to the log file
+        # only, the config into the run's own timestamped folder.
+        runner = EvalRunner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
     # MMEngine loads with strict=False and only warns about missing keys:
@@ -122,27 +115,20 @@ def main():
         if args.out and args.out_item in ('pred', None):
             runner.test_evaluator.metrics.append(
                 DumpResults(out_file_path=out))
-        try:
-            if args.recalibrate_bn:
-                # Load now (runner.test() then does not load again), then
-                # re-estimate the net's statistics on training batches.
-                runner.load_or_resume()
-                net = args.net or cfg.model.get('predict_net')
-                used = recalibrate_bn(
-                    runner.model,
-                    Runner.build_dataloader(cfg.train_dataloader),
-                    args.recalibrate_bn, net=net)
-                runner.logger.info(
-                    f'BatchNorm statistics of {net} recalibrated on {used} '
-                    'training batches' +
-                    ('' if used == args.recalibrate_bn else
-                     f' ({args.recalibrate_bn} asked: the training '
-                     'dataloader is shorter)'))
-            metrics = runner.test()
-        except (CheckpointMismatchError, UnsafeCheckpointError,
-                NonFiniteStateError) as e:
-            runner.logger.error(str(e))
-            raise SystemExit(f'error: {e}') from None
+        if args.recalibrate_bn:
+            # Load now (runner.test() then does not load again), then
+            # re-estimate the net's statistics on training batches.
+            runner.load_or_resume()
+            net = args.net or cfg.model.get('predict_net')
+            used = recalibrate_bn(
+                runner.model, Runner.build_dataloader(cfg.train_dataloader),
+                args.recalibrate_bn, net=net)
+            runner.logger.info(
+                f'BatchNorm statistics of {net} recalibrated on {used} '
+                'training batches' + ('' if used == args.recalibrate_bn else
+                                      f' ({args.recalibrate_bn} asked: the '
+                                      'training dataloader is shorter)'))
+        metrics = runner.test()
         if writes_out and args.out_item == 'metrics':
             mmengine.dump(metrics, out)
     table = format_net_table(metrics, runner.model)

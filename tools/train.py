@@ -4,22 +4,21 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmekd  # noqa: F401  (registers components, safe checkpoint loading)
-from mmekd.engine.optim import NonFiniteLossError
 from mmekd.engine.runner import SetupToLogFileRunner
 from mmekd.evaluation import format_net_table
-from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
-                         UnsafeCheckpointError, apply_dataloader_defaults,
+from mmekd.utils import (UnsafeCheckpointError, apply_dataloader_defaults,
                          apply_safe_training_defaults, check_amp_device,
                          check_checkpoint_hook, enable_amp, safe_load,
                          setup_cpu_distributed)
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -58,20 +57,14 @@ def parse_args():
         help='what a NaN/inf loss does: stop training with an error naming '
         'the loss term and iteration (default), or skip the iteration '
         'without updating weights or optimizer state (mmekd.SafeOptimWrapper)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value (e.g. '
-        'model.kl_loss=None train_cfg.max_epochs=1 '
-        'model.backbone.sub_stage_blocks="[[2,2,2,2]]")')
+    add_cfg_options(parser)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -164,10 +157,10 @@ def last_val_metrics(runner: Runner) -> dict:
     }
 
 
-def main():
-    args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg = merge_args(cfg, args)
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = merge_args(read_config(args.config), args)
     # torchrun without a GPU: gloo process group + DDP of a CPU module.
     setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
@@ -175,12 +168,7 @@ def main():
         runner = SetupToLogFileRunner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    try:
-        runner.train()
-    except (NonFiniteLossError, NonFiniteStateError, CheckpointMismatchError,
-            UnsafeCheckpointError, IsADirectoryError) as e:
-        runner.logger.error(str(e))
-        raise SystemExit(f'error: {e}') from None
+    runner.train()
 
     table = format_net_table(last_val_metrics(runner), runner.model)
     if table and runner.rank == 0:

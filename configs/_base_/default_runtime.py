@@ -26,6 +26,9 @@ default_hooks = dict(
     # SIGTERM (Slurm pre-emption, scancel, time limit): finish the iteration,
     # save iter_N.pth atomically, exit 143; --resume continues exactly.
     preemption=dict(type='mmekd.PreemptionCheckpointHook'),
+    # model.head.num_classes against the classes of each dataset read: too
+    # few is an error, too many a warning naming the meaningless top-k.
+    class_count=dict(type='mmekd.ClassCountHook'),
 )
 # Progress (with ETA) a few times per epoch, even in short epochs.
 custom_hooks = [

@@ -18,6 +18,10 @@ import copy
 import warnings
 from typing import List, Optional
 
+import numpy as np
+
+from mmekd.utils.refusal import RefusalError
+
 RGB, BGR, GREY = 'rgb', 'bgr', 'grey'
 
 # Datasets that decode their own arrays (no LoadImageFromFile in their
@@ -61,6 +65,44 @@ def dataset_channel_order(dataset: dict) -> Optional[str]:
         orders = {dataset_channel_order(d) for d in dataset['datasets']}
         return orders.pop() if len(orders) == 1 else None
     return None
+
+
+class ChannelOrderError(RefusalError, ValueError):
+    """The channel order of a dataset's arrays is unknown."""
+
+
+def to_file_colours(img: np.ndarray, order: Optional[str]) -> np.ndarray:
+    """An image array of a dataset, in the BGR order in which OpenCV (and
+    so ``mmcv.imwrite``) writes true colours.
+
+    Args:
+        img (np.ndarray): ``(H, W, 3)`` or ``(H, W)``, as the dataset gives
+            it.
+        order (str | None): Its channel order
+            (:func:`dataset_channel_order`).
+
+    Returns:
+        np.ndarray: ``img`` with red and blue swapped if it is RGB, else
+        ``img`` itself.
+
+    Raises:
+        ChannelOrderError: ``order`` is unknown for a colour image.
+
+    Example::
+
+        >>> rgb = np.zeros((2, 2, 3), np.uint8); rgb[..., 0] = 255  # red
+        >>> to_file_colours(rgb, 'rgb')[0, 0].tolist()  # BGR: red last
+        [0, 0, 255]
+    """
+    if img.ndim == 2 or order in (BGR, GREY):
+        return img
+    if order == RGB:
+        return np.ascontiguousarray(img[..., ::-1])
+    raise ChannelOrderError(
+        'cannot tell the channel order of the dataset\'s arrays (no '
+        'LoadImageFromFile, not a known array dataset), so its images '
+        'cannot be written in their true colours; give the dataset a '
+        "'channel_order' or use one whose order is known")
 
 
 def _preprocessor(cfg: dict) -> dict:
@@ -122,7 +164,7 @@ def set_file_channel_order(plain_cfg: dict, cfg) -> Optional[str]:
         str | None: :func:`model_channel_order` of ``cfg`` if ``to_rgb`` is
         now right for image files, else None (with a warning).
     """
-    if 'train_dataloader' not in cfg:
+    if not cfg.get('train_dataloader'):
         return None
     order = model_channel_order(cfg)
     if order is None:

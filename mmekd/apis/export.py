@@ -38,8 +38,8 @@ from mmekd.vocabulary import FULL_NET, private_net_of_key, unwrap_model
 from .channel_order import (describe_channel_order, model_channel_order,
                             set_file_channel_order, to_file_channel_order)
 from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
-                           stock_dataloaders, stock_training_machinery,
-                           write_image_folder)
+                           single_net_evaluator, stock_dataloaders,
+                           stock_training_machinery, write_image_folder)
 
 __all__ = [
     'ExportError', 'check_net', 'net_arch_name', 'plain_model_cfg',
@@ -297,7 +297,7 @@ def exported_config(config, plain_cfg: dict, header: str = '',
     d['default_scope'] = 'mmpretrain'
     for key in ('val_evaluator', 'test_evaluator'):
         if key in d:
-            d[key] = _single_net_evaluator(d[key])
+            d[key] = single_net_evaluator(d[key])
     stock_training_machinery(d, notes)
     stock_dataloaders(d, folders or {}, notes)
     for key in ('load_from', 'resume', 'work_dir'):
@@ -343,22 +343,6 @@ def _as_list(x) -> list:
     if x is None:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def _single_net_evaluator(evaluator):
-    """MultiNetAccuracy -> MMPretrain's Accuracy with the same top-k."""
-    def convert(metric):
-        if str(metric.get('type', '')) in ('mmekd.MultiNetAccuracy',
-                                           'MultiNetAccuracy'):
-            new = dict(type='Accuracy', topk=metric.get('topk', (1, )))
-            if metric.get('prefix') is not None:
-                new['prefix'] = metric['prefix']
-            return new
-        return metric
-
-    if isinstance(evaluator, (list, tuple)):
-        return [convert(m) for m in evaluator]
-    return convert(evaluator)
 
 
 def _plain(obj):

@@ -11,8 +11,9 @@ MMEngine's bare ``Hook`` (nothing stock does its job) is dropped. Datasets:
   ``CIFAR100``) becomes that one; a held-out validation part of the training
   split (``subset='val'``) becomes the official test split;
 - any other (e.g. ``mmekd.Digits``), or every dataset when asked, is written
-  as PNG files plus an annotation list (:func:`write_image_folder`) and read
-  with MMPretrain's ``CustomDataset``;
+  as PNG files in their true colours plus an annotation list
+  (:func:`write_image_folder`) and read with MMPretrain's ``CustomDataset``,
+  which reads them as BGR like any image file;
 - ``mmekd.InMemoryBatchDataset`` (the fast data path) is replaced by the
   dataset it wraps, with the default collate function.
 
@@ -27,6 +28,8 @@ import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
+
+from .channel_order import dataset_channel_order, to_file_colours
 
 # Modules whose classes a stock MMPretrain install has.
 _STOCK_MODULES = ('mmengine.', 'mmpretrain.')
@@ -157,8 +160,11 @@ def write_image_folder(dataset_cfg: dict, data_root: str, name: str) -> dict:
     """Write a dataset's images as ``<data_root>/<name>/<class>/<i>.png`` and
     the list ``<data_root>/<name>.txt`` (``<path> <label>`` per line).
 
-    Images are written so that ``LoadImageFromFile`` gives back the very
-    array the dataset gave (same channel order).
+    Images are written in their true colours: an image viewer shows them
+    as they are, and ``LoadImageFromFile`` reads them as BGR like any image
+    file (the array of an RGB dataset such as CIFAR comes back with red and
+    blue swapped, which the exported ``to_rgb`` undoes:
+    :mod:`mmekd.apis.channel_order`).
 
     Args:
         dataset_cfg (dict): The dataset (its pipeline is not applied).
@@ -167,6 +173,10 @@ def write_image_folder(dataset_cfg: dict, data_root: str, name: str) -> dict:
 
     Returns:
         dict: A ``CustomDataset`` config (without pipeline) reading it.
+
+    Raises:
+        ChannelOrderError: The channel order of the dataset's arrays is
+            unknown (see :func:`dataset_channel_order`).
     """
     import mmcv
     from mmengine.registry import DefaultScope
@@ -175,13 +185,15 @@ def write_image_folder(dataset_cfg: dict, data_root: str, name: str) -> dict:
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         dataset = DATASETS.build(cfg)
     classes = [str(c) for c in dataset.metainfo.get('classes') or ()]
+    order = dataset_channel_order(cfg)
     lines = []
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
         label = int(info['gt_label'])
         folder = f'{label:04d}_{classes[label]}' if classes else f'{label:04d}'
         rel = f'{name}/{folder}/{i:06d}.png'
-        if not mmcv.imwrite(info['img'], osp.join(data_root, rel)):
+        img = to_file_colours(info['img'], order)
+        if not mmcv.imwrite(img, osp.join(data_root, rel)):
             raise OSError(f'could not write {osp.join(data_root, rel)}')
         lines.append(f'{rel} {label}')
     os.makedirs(data_root, exist_ok=True)
@@ -292,6 +304,30 @@ def stock_dataloaders(d: dict, folders: Dict[str, dict],
         notes.append(f"dropped the variable dataset_type={d['dataset_type']!r}")
         d.pop('dataset_type')
     return d
+
+
+def single_net_evaluator(evaluator):
+    """An evaluator config with every ``mmekd.MultiNetAccuracy`` replaced by
+    MMPretrain's ``Accuracy`` with the same top-k (and prefix).
+
+    Example::
+
+        >>> single_net_evaluator(dict(type='mmekd.MultiNetAccuracy',
+        ...                           topk=(1, 5)))
+        {'type': 'Accuracy', 'topk': (1, 5)}
+    """
+    def convert(metric):
+        if str(metric.get('type', '')) in ('mmekd.MultiNetAccuracy',
+                                           'MultiNetAccuracy'):
+            new = dict(type='Accuracy', topk=metric.get('topk', (1, )))
+            if metric.get('prefix') is not None:
+                new['prefix'] = metric['prefix']
+            return new
+        return metric
+
+    if isinstance(evaluator, (list, tuple)):
+        return [convert(m) for m in evaluator]
+    return convert(evaluator)
 
 
 def mmekd_types(obj, path: str = '') -> List[Tuple[str, str]]:

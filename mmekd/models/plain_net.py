@@ -28,6 +28,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 
+from mmekd.utils.refusal import RefusalError
 from mmekd.vocabulary import (FULL_NET, UnknownNetError, check_net_name,
                               unwrap_model)
 from .backbones.depth_dynamic import DepthDynamicMixin
@@ -43,7 +44,7 @@ _CARRIED_KEYS = tuple(
     if k not in ('self', 'backbone', 'neck', 'head', 'init_cfg'))
 
 
-class ExportError(ValueError):
+class ExportError(RefusalError, ValueError):
     """The requested net cannot be exported from this model / checkpoint."""
 
 

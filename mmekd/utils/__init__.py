@@ -1,15 +1,18 @@
 # Copyright (c) mmekd contributors. All rights reserved.
-from .checkpoint import (UnsafeCheckpointError, allowed_globals,
-                         register_safe_checkpoint_loader, safe_load)
+from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
+                         allowed_globals, register_safe_checkpoint_loader,
+                         safe_load)
 from .compat import (is_dynamo_safe_version_fn,
                      register_dynamo_safe_version_checks)
 from .package_lookup import (is_package_lookup_registered,
                              register_package_lookup)
+from .refusal import RefusalError
 from .run_config import (apply_dataloader_defaults, check_amp_device,
                          enable_amp)
 
 __all__ = [
-    'UnsafeCheckpointError', 'allowed_globals', 'safe_load',
+    'RefusalError', 'CorruptCheckpointError', 'UnsafeCheckpointError',
+    'allowed_globals', 'safe_load',
     'register_safe_checkpoint_loader', 'apply_dataloader_defaults',
     'enable_amp', 'check_amp_device', 'register_dynamo_safe_version_checks',
     'is_dynamo_safe_version_fn', 'register_package_lookup',

@@ -6,8 +6,10 @@ import os.path as osp
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Optional, Union
 
+from .refusal import RefusalError
 
-class OutputIsInputError(ValueError):
+
+class OutputIsInputError(RefusalError, ValueError):
     """An output path is (resolves to) one of the input files."""
 
 

@@ -33,6 +33,7 @@ from mmengine.dist import get_dist_info
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch.hub import download_url_to_file, get_dir
 
+from .refusal import RefusalError
 from .regular_file import NotARegularFileError, open_regular_file
 from .safe_objects import UnsafeCheckpointError, materialize, stand_ins
 
@@ -41,6 +42,10 @@ _ZIP_MAGIC = b'PK\x03\x04'  # what torch.load itself checks
 _LEGACY_STARTS = tuple(
     pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=p)
     for p in range(pickle.HIGHEST_PROTOCOL + 1))
+
+
+class CorruptCheckpointError(RefusalError, RuntimeError):
+    """A checkpoint file is truncated or not a PyTorch checkpoint."""
 
 
 def allowed_globals() -> List[Any]:
@@ -134,7 +139,7 @@ def _load(f, source, name: str, map_location, mmap: bool) -> Any:
             IndexError, MemoryError, RecursionError) as e:
         # Zip reader errors, or a legacy/garbage stream the unpickler chokes
         # on (e.g. KeyError for a memo lookup in random bytes).
-        raise RuntimeError(
+        raise CorruptCheckpointError(
             f'Cannot read checkpoint {name}: the file is truncated or not a '
             f'PyTorch checkpoint ({type(e).__name__}: '
             f'{str(e).splitlines()[0] if str(e) else ""})') from None

@@ -12,6 +12,8 @@ from mmengine.logging import print_log
 from mmekd.vocabulary import is_per_net_stats_key, unwrap_model
 from .finite import check_finite
 
+from .refusal import RefusalError
+
 # Keys whose absence changes nothing in eval mode: BN's update counter is
 # only used with momentum=None during training.
 _OPTIONAL_SUFFIXES = ('num_batches_tracked', )
@@ -41,7 +43,7 @@ def warn_shared_stats(stats: List[str], source: str) -> None:
         level=30)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(RefusalError, ValueError):
     """The checkpoint's weights do not fit the model."""
 
 

@@ -4,8 +4,10 @@ from typing import Dict, List
 
 import torch
 
+from .refusal import RefusalError
 
-class NonFiniteStateError(FloatingPointError):
+
+class NonFiniteStateError(RefusalError, FloatingPointError):
     """A model state or checkpoint holds NaN or infinite values."""
 
 

@@ -9,10 +9,13 @@ checkpoint could run code. :func:`read_literal_config` accepts only what
 calls). Anything else is refused with the line it is on.
 """
 import ast
+import re
 from typing import Any, Dict
 
+from .refusal import RefusalError
 
-class LiteralConfigError(ValueError):
+
+class LiteralConfigError(RefusalError, ValueError):
     """The text is not a config of plain literal assignments."""
 
 
@@ -66,3 +69,59 @@ def read_literal_config(text: str) -> Dict[str, Any]:
                 'assignment of a literal to a name')
         cfg[stmt.targets[0].id] = _value(stmt.value)
     return cfg
+
+
+def describe_stored_config(meta: Dict[str, Any]) -> str:
+    """One sentence on the config a checkpoint was trained with, read as
+    data from its ``meta`` (MMEngine stores ``cfg``, the config's text, and
+    ``experiment_name``, ``<config stem>_<timestamp>``).
+
+    Example::
+
+        >>> describe_stored_config(dict(
+        ...     experiment_name='ddnn_demo_digits_20261203_173428',
+        ...     cfg="model = dict(type='mmekd.DDNNClassifier', "
+        ...         "backbone=dict(type='ResNet_CIFAR', depth=18), "
+        ...         "head=dict(num_classes=10))"))
+        "It was trained with config 'ddnn_demo_digits' (experiment
+        ddnn_demo_digits_20261203_173428; its stored config has model
+        mmekd.DDNNClassifier, backbone ResNet_CIFAR depth=18, head
+        num_classes=10)."  # (one line)
+
+    Returns:
+        str: The sentence, or ``''`` if the meta names no config.
+    """
+    name = meta.get('experiment_name')
+    text = meta.get('cfg')
+    summary = ''
+    if isinstance(text, str):
+        try:
+            model = read_literal_config(text).get('model')
+        except LiteralConfigError:
+            summary = 'its stored config is not plain data and was not read'
+        else:
+            if isinstance(model, dict):
+                summary = _model_summary(model)
+    if isinstance(name, str):
+        stem = re.sub(r'_\d{8}_\d{6}$', '', name)
+        return (f'It was trained with config {stem!r} (experiment {name}'
+                + (f'; {summary}' if summary else '') + ').')
+    return f'{summary[0].upper()}{summary[1:]}.' if summary else ''
+
+
+def _model_summary(model: Dict[str, Any]) -> str:
+    """``'its stored config has model T, backbone T depth=.., head ..'``."""
+    pieces = [f"model {model.get('type')}"]
+    for part, keys in (('backbone', ('depth', 'stem_channels',
+                                     'base_channels', 'stage_blocks',
+                                     'sub_stage_blocks', 'sub_depths')),
+                       ('neck', ()),
+                       ('head', ('num_classes', 'in_channels'))):
+        sub = model.get(part)
+        if not isinstance(sub, dict):
+            continue
+        fields = ' '.join(f'{k}={sub[k]!r}'.replace(' ', '')
+                          for k in keys if k in sub)
+        pieces.append(' '.join(p for p in (part, str(sub.get('type', '')),
+                                            fields) if p))
+    return 'its stored config has ' + ', '.join(pieces)

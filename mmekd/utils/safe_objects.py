@@ -46,8 +46,10 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
+from .refusal import RefusalError
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+
+class UnsafeCheckpointError(RefusalError, pickle.UnpicklingError):
     """A checkpoint holds objects that are not on the allow-list."""
 
 

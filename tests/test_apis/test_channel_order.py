@@ -21,7 +21,7 @@ from torch.testing import assert_close
 from mmekd.apis import (dataset_channel_order, export_to_files,
                         model_channel_order)
 from mmekd.apis.channel_order import set_file_channel_order
-from tiny_ddnn import write_checkpoint, write_config
+from tiny_ddnn import randomize, write_checkpoint, write_config
 
 PACK = [dict(type='PackInputs')]
 
@@ -249,3 +249,99 @@ def test_unknown_order_warns_and_keeps_to_rgb():
                       'LoadImageFromFile.*check it before inferring'):
         assert set_file_channel_order(plain, cfg) is None
     assert plain == dict(data_preprocessor=dict(to_rgb=False))
+
+
+def _sensitive_checkpoint(cfg, images, path):
+    """A random model whose sub0 prediction depends on the image (its
+    classifier's bias centres the logits of ``images``, its weights scaled
+    up), saved as a checkpoint; and that model."""
+    from mmekd.apis import build_model
+    model = randomize(build_model(cfg), seed=1)
+    model.predict_net, model.eval_all_nets = 'sub0', False
+    with torch.no_grad():
+        x = model.data_preprocessor(
+            dict(inputs=[torch.from_numpy(i.copy()) for i in images]))
+        logits = model.forward_nets(x['inputs'], ['sub0'])[0]['sub0']
+        fc = model.head.fc
+        fc.bias.sub_(logits.mean(0)).mul_(100)
+        fc.weight.mul_(100)
+    return write_checkpoint(path, cfg, model)
+
+
+def _labelled_by(model, images, root):
+    """cifar-100-python/ with ``images`` (RGB, as CIFAR stores them)
+    labelled with the DDNN's sub0 predictions: 100 % top-1 when the
+    channels reach the model as in training."""
+    labels = [int(ddnn_scores(model, torch.from_numpy(img)).argmax())
+              for img in images]
+    swapped = [int(ddnn_scores(model, torch.from_numpy(
+        img[::-1].copy())).argmax()) for img in images]
+    # Red and blue swapped would lose accuracy: the check can fail.
+    assert sum(a != b for a, b in zip(labels, swapped)) >= len(images) // 4
+    folder = osp.join(root, 'cifar-100-python')
+    os.makedirs(folder)
+    for name in ('train', 'test'):
+        with open(osp.join(folder, name), 'wb') as f:
+            pickle.dump({'data': images.reshape(len(images), -1),
+                         'fine_labels': labels}, f)
+    with open(osp.join(folder, 'meta'), 'wb') as f:
+        pickle.dump({'fine_label_names': [f'c{c}' for c in range(100)]}, f)
+
+
+@pytest.mark.slow
+def test_stock_test_script_gives_mmekd_numbers(cifar_export, tmp_path):
+    """MMPretrain's own tools/test.py (it ships inside the installed
+    package) on an export with --data-dir gives exactly what mmekd's
+    tools/test.py gives for the same net, on colour images."""
+    import subprocess
+
+    import mmpretrain
+    from tool_loader import REPO, tool_path
+    e = cifar_export
+    ckpt, model = _sensitive_checkpoint(e['cfg'], e['images'],
+                                        str(tmp_path / 'sensitive.pth'))
+    _labelled_by(model.eval(), e['images'], str(tmp_path / 'data'))
+    cfg = str(tmp_path / 'labelled.py')
+    with open(cfg, 'w') as f:
+        f.write(f'_base_ = {e["cfg"]!r}\n'
+                f'_data = dict(data_root={str(tmp_path / "data")!r})\n'
+                'train_dataloader = dict(dataset=_data)\n'
+                'test_dataloader = dict(dataset=_data)\n'
+                # (what a training config has: the runner wants all three)
+                'train_cfg = dict(max_epochs=1)\n'
+                "optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))\n")
+
+    def run(*argv):
+        proc = subprocess.run([sys.executable, *argv], capture_output=True,
+                              text=True, cwd=REPO,
+                              env=dict(os.environ, OMP_NUM_THREADS='1'))
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    ours, theirs = str(tmp_path / 'ours.json'), str(tmp_path / 'theirs.json')
+    run(tool_path('test'), cfg, ckpt, '--net', 'sub0', '--work-dir',
+        str(tmp_path / 'w_ours'), '--out', ours, '--out-item', 'metrics')
+    out = str(tmp_path / 'export')
+    run(tool_path('export_subnet'), cfg, ckpt, out, '--net', 'sub0',
+        '--data-dir', str(tmp_path / 'images'))
+    exported = osp.join(out, 'labelled_sub0-resnet18')
+    stock_test = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                          'test.py')
+    run(stock_test, exported + '.py', exported + '.pth', '--work-dir',
+        str(tmp_path / 'w_theirs'), '--out', theirs, '--out-item', 'metrics')
+    with open(ours) as f, open(theirs) as g:
+        ours, theirs = json.load(f), json.load(g)
+    assert ours['sub0/top1'] == 100.0
+    assert theirs['accuracy/top1'] == ours['sub0/top1']
+
+
+def test_file_colours():
+    """An RGB array is written in OpenCV's BGR (true colours on disk); a
+    colour array of unknown order is refused rather than guessed."""
+    from mmekd.apis.channel_order import ChannelOrderError, to_file_colours
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 255  # red
+    assert to_file_colours(rgb, 'rgb')[0, 0].tolist() == [0, 0, 255]
+    assert to_file_colours(rgb, 'bgr') is rgb
+    assert to_file_colours(rgb[..., 0], None) is not None  # grey: no order
+    with pytest.raises(ChannelOrderError, match='true colours'):
+        to_file_colours(rgb, None)

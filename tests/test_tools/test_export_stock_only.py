@@ -238,8 +238,17 @@ def test_cifar_becomes_stock_cifar(tmp_path):
 
 def test_data_dir_writes_every_dataset(tmp_path):
     from test_datasets.test_cifar import write_fake_cifar100
+    import pickle
     root = osp.join(tmp_path, 'cifar')
     write_fake_cifar100(root, per_class=2, num_classes=100, test=False)
+    # Colour images: the blue plane (the last of CIFAR's R, G, B planes)
+    # differs from the red one.
+    train_file = osp.join(root, 'cifar-100-python', 'train')
+    with open(train_file, 'rb') as f:
+        train = pickle.load(f)
+    train['data'][:, 2048:] = 255 - train['data'][:, 2048:]
+    with open(train_file, 'wb') as f:
+        pickle.dump(train, f)
     src_cfg = osp.join(tmp_path, 'cifar.py')
     with open(src_cfg, 'w') as f:
         f.write(CIFAR_OVERRIDE.format(
@@ -254,8 +263,12 @@ def test_data_dir_writes_every_dataset(tmp_path):
     assert exp.val_dataloader.dataset == exp.test_dataloader.dataset
     lines = open(osp.join(tmp_path, 'images', 'val.txt')).read().split('\n')
     assert len([line for line in lines if line]) == 100  # 1 per class
-    # The written images are read back as the arrays mmekd's dataset gave.
+    # The written images have their true colours: an RGB viewer (PIL) shows
+    # the RGB arrays mmekd's CIFAR gave; the stock pipeline reads them as
+    # BGR, as any image file.
+    import numpy as np
     from mmpretrain.registry import DATASETS
+    from PIL import Image
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         ours = DATASETS.build(dict(src.val_dataloader.dataset.to_dict(),
                                    pipeline=[]))
@@ -264,5 +277,8 @@ def test_data_dir_writes_every_dataset(tmp_path):
     assert stock.metainfo['classes'] == list(ours.metainfo['classes'])
     for i in (0, 57, 99):
         a, b = ours.get_data_info(i), stock[i]
-        assert (a['img'] == b['img']).all() and a['gt_label'] == b[
-            'gt_label']
+        assert a['img'][..., 0].tolist() != a['img'][..., 2].tolist()
+        viewer = np.asarray(Image.open(b['img_path']).convert('RGB'))
+        assert (viewer == a['img']).all()
+        assert (b['img'] == a['img'][..., ::-1]).all()
+        assert a['gt_label'] == b['gt_label']

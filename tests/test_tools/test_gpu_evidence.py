@@ -13,13 +13,14 @@ from tool_loader import load_tool
 
 gpu_evidence = load_tool('gpu_evidence')
 
-ROWS = ['ddnn_ekd', 'adaptive_depth', 'resnet34_2232']
+ROWS = ['adaptive_depth']  # with its nets alone: 3 runs
 
 
 @pytest.fixture(scope='module')
 def dry_run(tmp_path_factory):
     """One dry run (every phase but the compiled benchmark, whose graph
-    capture alone takes minutes on 2 cores) of three rows."""
+    capture alone takes minutes on 2 cores) of one row and its nets
+    alone."""
     tmp = tmp_path_factory.mktemp('dry')
     out = str(tmp / 'out')
     report = gpu_evidence.main([
@@ -48,27 +49,32 @@ def test_dry_run_report(dry_run):
                              'full alone', 'sub0 alone'}
         assert all(r['img_per_s'] > 0 for r in rows.values())
     assert bench['bench_epoch']['iterations'] == 7
-    # Part (c): every planned run finished, one record per net.
+    # Part (c): every planned run finished (the row and its 2 nets alone),
+    # one record per net.
     claims = saved['claims']
     assert claims['planned'] == claims['finished'] == 3
     assert claims['unfinished'] == []
-    assert sorted((r['row'], r['net']) for r in claims['records']) == sorted(
-        [('ddnn_ekd', 'full'), ('ddnn_ekd', 'sub0'),
-         ('adaptive_depth', 'full'), ('adaptive_depth', 'sub0'),
-         ('resnet34_2232', 'alone')])
-    top1 = {(r['row'], r['net']): r['top1'] for r in claims['records']}
-    # The goal table: the nets that have their net alone among the rows.
+    assert sorted((r['row'], r['net'], r['arch'])
+                  for r in claims['records']) == sorted(
+        [('adaptive_depth', 'full', 'resnet34'),
+         ('adaptive_depth', 'sub0', 'resnet20'),
+         ('alone', 'alone', 'resnet34'), ('alone', 'alone', 'resnet20')])
+    top1 = {(r['row'], r['arch']): r['top1'] for r in claims['records']}
+    # The goal table: every net against itself alone.
     goal = {(g['row'], g['net']): g for g in claims['goal']}
-    assert set(goal) == {('adaptive_depth', 'sub0')}
+    assert set(goal) == {('adaptive_depth', 'full'),
+                         ('adaptive_depth', 'sub0')}
     g = goal[('adaptive_depth', 'sub0')]
-    assert g['arch'] == 'ResNet-34 [2,2,3,2]' and g['target'] == 1.0
+    assert g['arch'] == 'resnet20' and g['target'] == 1.0
     assert g['delta'] == pytest.approx(
-        top1[('adaptive_depth', 'sub0')] - top1[('resnet34_2232', 'alone')],
+        top1[('adaptive_depth', 'resnet20')] - top1[('alone', 'resnet20')],
         abs=0.01)
+    assert goal[('adaptive_depth', 'full')]['target'] == 0.0
     with open(osp.join(out, 'evidence.md')) as f:
         md = f.read()
     for text in ('## (a)', '## (b)', '## (c)', 'DRY RUN',
-                 '| adaptive_depth | sub0 | ResNet-34 [2,2,3,2] |',
+                 '| sub0 | resnet20 | [2,2,3,2] |',
+                 '| adaptive_depth | sub0 | resnet20 |',
                  '--dry-run'):
         assert text in md, text
     with tarfile.open(osp.join(out, 'logs.tar.gz')) as tar:
@@ -83,8 +89,8 @@ def test_dry_run_trains_the_row_configs(dry_run):
     work = osp.join(osp.dirname(out), 'gpu_evidence_work', 'claims_1e')
     with open(osp.join(work, 'adaptive_depth', 'seed0.py')) as f:
         text = f.read()
-    assert "'train_nets': 'sandwich'" in text
-    assert "'sub_ce_weight': 0.0" in text
+    assert "train_nets='sandwich'" in text
+    assert 'sub_ce_weight=0.0' in text
 
 
 def _fake(root, per_class=3, meta=True):
@@ -105,8 +111,8 @@ def test_check_data(tmp_path):
         problems[0]
     assert gpu_evidence.check_data(str(tmp_path / 'none')) == [
         f"folder {tmp_path / 'none' / 'cifar-100-python'} is missing "
-        "(--data-root must hold 'cifar-100-python/' with the files 'train' "
-        "and 'meta')"]
+        "(the data root must hold 'cifar-100-python/' with the files "
+        "'train' and 'meta')"]
     root, folder = _fake(tmp_path / 'nometa', meta=False)
     assert gpu_evidence.check_data(root, 1) == [
         f"file {osp.join(folder, 'meta')} is missing"]
@@ -130,21 +136,23 @@ def test_missing_data_stops_with_a_report(tmp_path):
 
 
 def test_goal_check():
-    def rec(row, net, arch, seed, top1):
-        return dict(row=row, net=net, arch=arch, seed=seed, top1=top1)
+    """Every net against itself alone: the sub-net's goal is +1.0, the full
+    net's 0 (the mean of the differences paired by seed)."""
+    def net(name, ddnn, alone):
+        from mmekd.apis.comparison_report import mean_std
+        return dict(net=name, arch=f'arch_{name}',
+                    ddnn=dict(top1=ddnn, top1_recal=[None] * len(ddnn)),
+                    alone=dict(top1=alone, top1_stats=mean_std(alone)))
 
-    records = [
-        rec('resnet18', 'alone', 'ResNet-18', 0, 70.0),
-        rec('resnet18', 'alone', 'ResNet-18', 1, 71.0),
-        rec('resnet34', 'alone', 'ResNet-34', 0, 72.0),
-        rec('ddnn_ekd', 'full', 'ResNet-34', 0, 72.5),
-        rec('ddnn_ekd', 'sub0', 'ResNet-18', 0, 71.4),
-        rec('ekd_sandwich', 'sub1', 'ResNet-34 [2,3,4,2]', 0, 60.0),
-    ]
-    goal = gpu_evidence.goal_check(records)
-    assert [(g['row'], g['net'], g['delta'], g['met'], g['alone_seeds'])
-            for g in goal] == [('ddnn_ekd', 'full', 0.5, True, 1),
-                               ('ddnn_ekd', 'sub0', 0.9, False, 2)]
+    summaries = [dict(name='ddnn_ekd', nets=[
+        net('full', [72.5, 72.0], [72.0, 72.0]),
+        net('sub0', [71.4, None], [70.0, 71.0]),
+        net('sub1', [60.0], [None])])]
+    goal = gpu_evidence.goal_check(summaries)
+    assert [(g['row'], g['net'], g['delta'], g['met'], g['seeds'],
+             g['alone_seeds']) for g in goal] == [
+                 ('ddnn_ekd', 'full', 0.25, True, 2, 2),
+                 ('ddnn_ekd', 'sub0', 1.4, True, 1, 2)]
 
 
 def test_phase_deadline_stops_the_process_group(tmp_path):

@@ -83,29 +83,44 @@ def test_subnet_costs_tool(tmp_path, monkeypatch, capsys):
     assert osp.isfile(osp.join(out, 'tiny_costs.md'))
 
 
-def test_plot_accuracy_axis_is_not_zoomed(tmp_path, monkeypatch):
-    """Nets 0.3 points apart (as in the demo, 99.15-99.45) are drawn on the
-    full 0-100 % axis, each point labelled with its value."""
-    import matplotlib.axes
+def test_plot_is_readable(tmp_path):
+    """The demo's case: three nets with equal top-1 (99.15): their labels
+    do not collide, and the accuracy axis spans the data instead of
+    0-100 %, where every difference disappears."""
     cfg = write_config(osp.join(tmp_path, 'tiny.py'))
     rows = net_costs(cfg)
-    results = {'full': {1: 99.45}, 'sub0': {1: 99.3}, 'sub1': {1: 99.15}}
-    labels = []
-    annotate = matplotlib.axes.Axes.annotate
-
-    def record(self, text, *args, **kwargs):
-        labels.append(text)
-        return annotate(self, text, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.axes.Axes, 'annotate', record)
     png = osp.join(tmp_path, 'p.png')
     tool = load_tool('analysis/subnet_costs')
-    assert tool.plot(rows, results, 't', png) == (0.0, 100.0)
-    assert sorted(labels) == ['full (resnet34): 99.45',
-                              'sub0 (resnet18): 99.30',
-                              'sub1 (resnet12): 99.15']
+    results = {'full': {1: 99.15}, 'sub0': {1: 99.15}, 'sub1': {1: 99.15}}
+    assert tool.plot(rows, results, 't', png) == (98.65, 99.65)
     with open(png, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    # 0.3 points apart: the axis spans them, at least 1 point in all.
+    results = {'full': {1: 99.45}, 'sub0': {1: 99.3}, 'sub1': {1: 99.15}}
+    assert tool.plot(rows, results, 't', png) == (98.8, 99.8)
+    # 20 points apart: a quarter of the range on each side.
+    results = {'full': {1: 80.0}, 'sub0': {1: 70.0}, 'sub1': {1: 60.0}}
+    assert tool.plot(rows, results, 't', png) == (55.0, 85.0)
+
+
+def test_labels_never_collide(tmp_path):
+    """Points on one accuracy and close in FLOPs, in two series (a DDNN's
+    nets and the nets alone): every label box is clear of the others and
+    inside the axes."""
+    from mmekd.visualization import PlotSeries, plot_accuracy_vs_flops
+    ddnn = [(f, 99.15, f'net{i} (resnet{i}): 99.15')
+            for i, f in enumerate((4e6, 9e6, 18e6, 19e6))]
+    alone = [(f, 99.15, f'resnet{i} alone: 99.15')
+             for i, f in enumerate((4e6, 9e6, 18e6))]
+    info = plot_accuracy_vs_flops(
+        [PlotSeries('DDNN', ddnn), PlotSeries('alone', alone, 's', False)],
+        str(tmp_path / 'p.png'), 'collisions')
+    boxes = info['label_boxes']
+    assert len(boxes) == 7
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or \
+                b.y1 <= a.y0, (a, b)
 
 
 def test_without_results_says_why_no_png(tmp_path, monkeypatch, capsys):

@@ -56,7 +56,12 @@ def setup(tmp_path_factory):
     marker = tmp / 'pwned'
     torch.save({'state_dict': state, 'x': _RunsCode(marker)},
                tmp / 'evil.pth')
-    torch.save({'state_dict': nn.Linear(3, 4).state_dict()},
+    # A checkpoint of another model, with the meta MMEngine writes.
+    torch.save({'state_dict': nn.Linear(3, 4).state_dict(),
+                'meta': {'experiment_name': 'linear_probe_20261203_101010',
+                         'cfg': "model = dict(type='ImageClassifier', "
+                                "head=dict(type='LinearClsHead', "
+                                'num_classes=4))'}},
                tmp / 'other.pth')
     shaped = {k: v.clone() for k, v in state.items()}
     shaped['head.fc.weight'] = torch.zeros(3, 3)
@@ -68,6 +73,10 @@ def setup(tmp_path_factory):
     torch.save({'state_dict': shared}, tmp / 'shared_stats.pth')
 
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    # The config a training run saved in the work dir: a test there must
+    # not overwrite it.
+    (tmp / 'w_good').mkdir()
+    (tmp / 'w_good' / 'cfg.py').write_text('# saved by the training run\n')
     runs = {
         name: ['test.py', cfg, str(tmp / f'{name}.pth')]
         for name in ('good', 'evil', 'other', 'shaped', 'shared_stats')
@@ -90,13 +99,21 @@ def setup(tmp_path_factory):
         out, _ = proc.communicate(timeout=300)
         results[name] = (proc.returncode, out)
     return dict(model=model, marker=marker, results=results, good=str(
-        tmp / 'good.pth'))
+        tmp / 'good.pth'), tmp=tmp)
 
 
 def test_test_tool_good_checkpoint(setup):
     rc, out = setup['results']['good']
     assert rc == 0, out[-3000:]
     assert '| full |' in out
+
+
+def test_test_tool_keeps_the_training_config(setup):
+    """The test run dumps its config into its own timestamped folder."""
+    work = setup['tmp'] / 'w_good'
+    assert (work / 'cfg.py').read_text() == '# saved by the training run\n'
+    dumped = list(work.glob('*/cfg.py'))
+    assert len(dumped) == 1 and 'DDNNClassifier' in dumped[0].read_text()
 
 
 def test_test_tool_recalibrates_bn(setup):
@@ -135,6 +152,13 @@ def test_test_tool_checkpoint_of_another_model(setup):
     assert 'backbone.conv1.weight' in out
     assert 'not in the model (2):' in out
     assert 'Traceback' not in out
+    # Once, on one line, naming the config stored in the checkpoint.
+    lines = [line for line in out.splitlines() if 'does not fit' in line]
+    assert len(lines) == 1, out[-3000:]
+    assert lines[0].startswith('test: error: checkpoint ')
+    assert ("It was trained with config 'linear_probe' (experiment "
+            'linear_probe_20261203_101010; its stored config has model '
+            'ImageClassifier, head LinearClsHead num_classes=4)') in lines[0]
 
 
 def test_test_tool_checkpoint_with_other_shapes(setup):

@@ -31,11 +31,12 @@ from mmpretrain.models import ResNet, ResNet_CIFAR
 
 from mmekd.apis import (build_model, export_subnet, input_size,
                         load_ddnn_model, net_arch_name)
-from mmekd.utils import (OutputIsInputError, atomic_output,
+from mmekd.utils import (atomic_output,
                          check_outputs_not_inputs)
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Throughput of exported nets vs plain MMPretrain ResNets')
     parser.add_argument('config', help='DDNN config file')
@@ -54,7 +55,8 @@ def parse_args():
     parser.add_argument('--threads', type=int, help='torch CPU threads')
     parser.add_argument('--nets', nargs='+', help='nets (default: all)')
     parser.add_argument('--out', help='write the results as JSON')
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
 def plain_reference(exported: torch.nn.Module, plain_cfg: dict,
@@ -78,17 +80,15 @@ def plain_reference(exported: torch.nn.Module, plain_cfg: dict,
     return reference
 
 
-def main():
-    args = parse_args()
-    try:
-        check_outputs_not_inputs(
-            dict(out=args.out),
-            dict(config=args.config, checkpoint=args.checkpoint))
-    except OutputIsInputError as e:
-        raise SystemExit(f'benchmark_inference: error: {e}')
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    check_outputs_not_inputs(
+        dict(out=args.out),
+        dict(config=args.config, checkpoint=args.checkpoint))
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = mmengine.Config.fromfile(args.config)
+    cfg = read_config(args.config, args.cfg_options)
     ddnn = load_ddnn_model(cfg, args.checkpoint)
     h, w = (args.shape[0], args.shape[-1]) if args.shape else input_size(cfg)
     device = torch.device(args.device)

@@ -25,11 +25,12 @@ import mmekd  # noqa: F401
 from mmekd.apis import load_ddnn_model
 from mmekd.evaluation.net_table import per_net_metrics
 from mmekd.models.utils import recalibrate_bn
-from mmekd.utils import (OutputIsInputError, atomic_output,
+from mmekd.utils import (atomic_output,
                          check_outputs_not_inputs)
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Per-net accuracy with and without BN re-calibration')
     parser.add_argument('config', help='DDNN config file')
@@ -45,7 +46,8 @@ def parse_args():
         '--out',
         help='write the results as JSON: "top1" per net and column, and '
         '"batches_used" per column')
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
 @torch.no_grad()
@@ -57,15 +59,13 @@ def evaluate(model, loader, evaluator_cfg) -> dict:
     return evaluator.evaluate(len(loader.dataset))
 
 
-def main():
-    args = parse_args()
-    try:
-        check_outputs_not_inputs(
-            dict(out=args.out),
-            dict(config=args.config, checkpoint=args.checkpoint))
-    except OutputIsInputError as e:
-        raise SystemExit(f'eval_recalibrated: error: {e}')
-    cfg = mmengine.Config.fromfile(args.config)
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    check_outputs_not_inputs(
+        dict(out=args.out),
+        dict(config=args.config, checkpoint=args.checkpoint))
+    cfg = read_config(args.config, args.cfg_options)
     model = load_ddnn_model(cfg, args.checkpoint)
     model.eval_all_nets = True
     nets = args.nets or model.net_names

@@ -1,7 +1,8 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 """Params, FLOPs and (given test results) top-1 of every net of a DDNN
 config; writes a markdown table, a CSV and (with ``--results``) a PNG of
-top-1 vs FLOPs on a 0-100 % accuracy axis.
+top-1 vs FLOPs, on an accuracy axis that spans the results (its range in
+the axis label), every point labelled with its value.
 
     python tools/test.py CONFIG CKPT --out results.json --out-item metrics
     python tools/analysis/subnet_costs.py CONFIG --results results.json
@@ -17,16 +18,16 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
-import mmengine
-
 import mmekd  # noqa: F401
 from mmekd.apis import load_ddnn_model, net_costs
 from mmekd.evaluation.net_table import per_net_metrics
-from mmekd.utils import (OutputIsInputError, atomic_output, atomic_write,
+from mmekd.utils import (atomic_output, atomic_write,
                          check_outputs_not_inputs)
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
+from mmekd.visualization import PlotSeries, plot_accuracy_vs_flops
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Params / FLOPs / accuracy of every net of a DDNN model')
     parser.add_argument('config', help='DDNN config file')
@@ -48,7 +49,8 @@ def parse_args():
         '--out-dir',
         help='where to write <config>_costs.{md,csv,png} (default: '
         'work_dirs/subnet_costs)')
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
 def load_results(path: Optional[str]) -> Dict[str, Dict[int, float]]:
@@ -105,54 +107,30 @@ def markdown(table: List[dict]) -> str:
 
 
 def plot(rows: List[dict], results: dict, title: str, path: str) -> tuple:
-    """Write top-1 vs FLOPs as a PNG.
-
-    The accuracy axis is the whole 0-100 % range, never zoomed to the data:
-    nets a fraction of a point apart (one image of a small test set) must
-    not look like a steep gain. Each point is labelled with its value.
+    """Write top-1 vs FLOPs as a PNG (:func:`plot_accuracy_vs_flops`: an
+    accuracy axis that spans the data, labels that do not collide).
 
     Returns:
         tuple: The (bottom, top) limits of the accuracy axis.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    # GFLOPs, or MFLOPs for small inputs (readable tick labels).
-    unit, scale = ('G', 1e9) if max(r['flops'] for r in rows) >= 1e8 else (
-        'M', 1e6)
-    pts = [(r['flops'] / scale, results[r['net']][1], r)
-           for r in rows if 1 in results.get(r['net'], {})]
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
-    pts.sort(key=lambda p: p[0])
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], '-o', color='tab:blue')
-    for flops, acc, r in pts:
-        ax.annotate(f'{r["net"]} ({r["arch"]}): {acc:.2f}', (flops, acc),
-                    textcoords='offset points', xytext=(6, -12), fontsize=8)
-    ax.set_xlabel(f'FLOPs ({unit}) per image')
-    ax.set_ylabel('top-1 accuracy (%), full 0-100 range')
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.margins(x=0.25)
-    ax.set_ylim(0, 100)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return ax.get_ylim()
+    points = [(r['flops'], results[r['net']][1],
+               f'{r["net"]} ({r["arch"]}): {results[r["net"]][1]:.2f}')
+              for r in rows if 1 in results.get(r['net'], {})]
+    return plot_accuracy_vs_flops([PlotSeries('nets', points)], path,
+                                  title)['ylim']
 
 
-def main():
-    args = parse_args()
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
     name = osp.splitext(osp.basename(args.config))[0]
     out_dir = args.out_dir or osp.join('work_dirs', 'subnet_costs')
     stem = osp.join(out_dir, f'{name}_costs')
-    try:
-        check_outputs_not_inputs(
-            {ext: stem + ext for ext in ('.md', '.csv', '.png')},
-            dict(config=args.config, checkpoint=args.checkpoint,
-                 results=args.results))
-    except OutputIsInputError as e:
-        raise SystemExit(f'subnet_costs: error: {e}')
-    cfg = mmengine.Config.fromfile(args.config)
+    check_outputs_not_inputs(
+        {ext: stem + ext for ext in ('.md', '.csv', '.png')},
+        dict(config=args.config, checkpoint=args.checkpoint,
+             results=args.results))
+    cfg = read_config(args.config, args.cfg_options)
     model = load_ddnn_model(cfg, args.checkpoint)
     shape = None
     if args.shape:

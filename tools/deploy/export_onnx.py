@@ -13,22 +13,20 @@ onnxruntime's output is compared with PyTorch's on random inputs
 """
 import argparse
 import json
-import sys
 
 import torch
 from mmengine.config import Config
 
 import mmekd  # noqa: F401
-from mmekd.utils import (CheckpointMismatchError, NonFiniteStateError,
-                         OutputIsInputError, atomic_output,
-                         check_outputs_not_inputs)
-from mmekd.apis import (ExportError, build_model, check_net,
-                        check_net_in_checkpoint, describe_channel_order,
-                        export_onnx, export_subnet, input_size, load_config,
-                        load_ddnn_model, model_channel_order, verify_onnx)
+from mmekd.apis import (build_model, check_net, check_net_in_checkpoint,
+                        describe_channel_order, export_onnx, export_subnet,
+                        input_size, load_ddnn_model, model_channel_order,
+                        verify_onnx)
+from mmekd.utils import atomic_output, check_outputs_not_inputs
+from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Export a net of a DDNN model to ONNX')
     parser.add_argument('config', help='DDNN config file')
@@ -44,26 +42,21 @@ def parse_args():
         type=float,
         default=1e-4,
         help='max |onnxruntime - PyTorch| allowed on the logits')
-    return parser.parse_args()
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
-    try:
-        check_outputs_not_inputs(
-            dict(out=args.out),
-            dict(config=args.config, checkpoint=args.checkpoint))
-    except OutputIsInputError as e:
-        sys.exit(f'export_onnx: error: {e}')
-    cfg = load_config(args.config)
-    try:
-        model = load_ddnn_model(cfg, args.checkpoint)
-        check_net(model, args.net)
-        check_net_in_checkpoint(model, args.net)
-        plain_cfg, state_dict = export_subnet(model, args.net, cfg)
-    except (ExportError, FileNotFoundError, IsADirectoryError,
-            NonFiniteStateError, CheckpointMismatchError) as e:
-        sys.exit(f'export_onnx: error: {e}')
+@tool_main
+def main(argv=None):
+    args = parse_args(argv)
+    check_outputs_not_inputs(
+        dict(out=args.out),
+        dict(config=args.config, checkpoint=args.checkpoint))
+    cfg = read_config(args.config, args.cfg_options)
+    model = load_ddnn_model(cfg, args.checkpoint)
+    check_net(model, args.net)
+    check_net_in_checkpoint(model, args.net)
+    plain_cfg, state_dict = export_subnet(model, args.net, cfg)
     plain = build_model(Config(dict(model=plain_cfg)))
     plain.load_state_dict(state_dict, strict=True)
     h, w = (args.shape[0], args.shape[-1]) if args.shape else input_size(cfg)

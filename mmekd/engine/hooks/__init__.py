@@ -1,6 +1,7 @@
 # Copyright (c) mmekd contributors. All rights reserved.
 from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .checkpoint_keys_hook import CheckpointKeysHook
+from .class_count_hook import ClassCountError, ClassCountHook
 from .deferred_runtime_info_hook import DeferredRuntimeInfoHook
 from .exact_resume_hook import ExactResumeHook
 from .knowledge_evolution_hook import KnowledgeEvolutionHook
@@ -9,7 +10,8 @@ from .preemption_checkpoint_hook import (PreemptionCheckpointHook,
                                          TrainingPreempted)
 
 __all__ = [
-    'AtomicCheckpointHook', 'CheckpointKeysHook', 'DeferredRuntimeInfoHook',
-    'ExactResumeHook', 'KnowledgeEvolutionHook', 'PreemptionCheckpointHook',
+    'AtomicCheckpointHook', 'CheckpointKeysHook', 'ClassCountError',
+    'ClassCountHook', 'DeferredRuntimeInfoHook', 'ExactResumeHook',
+    'KnowledgeEvolutionHook', 'PreemptionCheckpointHook',
     'ShortEpochLogIntervalHook', 'TrainingPreempted'
 ]

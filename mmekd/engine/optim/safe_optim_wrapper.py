@@ -24,6 +24,7 @@ from torch.profiler import record_function
 
 from mmekd.registry import OPTIM_WRAPPERS
 from mmekd.utils.numbers import config_int
+from mmekd.utils.refusal import RefusalError
 from .buffer_snapshot import BufferSnapshot
 
 ON_NONFINITE = ('stop', 'skip')
@@ -36,7 +37,7 @@ MAX_PENDING = 1000
 CHECK_RANGE = 'mmekd.nonfinite_check'
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RefusalError, FloatingPointError):
     """The training loss is NaN or infinite."""
 
 

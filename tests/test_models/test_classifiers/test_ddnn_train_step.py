@@ -9,9 +9,9 @@ import pytest
 import torch
 from mmekd.engine.optim import SafeOptimWrapper
 from mmpretrain.structures import DataSample
-from tool_loader import load_tool
 
 from mmekd.registry import MODELS
+from mmekd.utils.memory_meters import LiveMemoryMeter, SavedTensorMeter
 
 
 @pytest.fixture(autouse=True)
@@ -225,7 +225,6 @@ def test_autocast_step_runs_close_to_simple():
 def test_memory_efficient_keeps_fewer_activations():
     """Peak bytes saved for backward (a device-independent proxy for the
     activation memory) are lower than the simple step's."""
-    SavedTensorMeter = load_tool('benchmark_train').SavedTensorMeter
     model = _model().float()
     peaks = {}
     for mode in ('simple', 'memory_efficient'):
@@ -288,7 +287,6 @@ def test_memory_efficient_live_memory():
     """Live CPU tensor memory (not only what autograd saves): the
     memory-efficient step peaks below the simple step and near the full net
     trained alone, frees what it allocated, and does not grow over steps."""
-    LiveMemoryMeter = load_tool('benchmark_train').LiveMemoryMeter
     model = _model().float()
     full_only = _model(sub_depths=()).float()
     peaks, ends = {}, {}
