@@ -73,7 +73,7 @@ def merge_args(cfg: Config, args) -> Config:
     if osp.isdir(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint} is a directory, not '
                          'a checkpoint file (give the .pth file inside it)')
-    if not osp.isfile(args.checkpoint):
+    if not osp.exists(args.checkpoint):  # not a regular file: the loader
         raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
     cfg.load_from = args.checkpoint
     if args.amp:

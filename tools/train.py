@@ -80,7 +80,7 @@ def report_auto_resume(work_dir: str) -> None:
         return
     with open(last) as f:
         path = f.read().strip()
-    if not osp.isfile(path):
+    if not osp.exists(path):  # a FIFO or device: the loader says what
         raise SystemExit(f'--resume: {last} names {path}, which does not '
                          'exist; give the checkpoint to resume from with '
                          '--resume PATH')
@@ -95,7 +95,7 @@ def check_resume_checkpoint(path: str) -> None:
                          'checkpoint file (give the .pth file inside it, or '
                          '--resume without a path to take the latest '
                          'checkpoint of the work directory)')
-    if not osp.isfile(path):
+    if not osp.exists(path):  # a FIFO or device: the loader says what
         raise SystemExit(f'--resume: checkpoint {path} does not exist')
     try:
         ckpt = safe_load(path, map_location='cpu', mmap=True)

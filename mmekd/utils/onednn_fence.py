@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.conv import _ConvNd
 
+from .refusal import RefusalError
+
 # oneDNN's float block per CPU capability: channels below it overflow.
 # AVX2 measured; anything else takes the widest block (AVX-512's 16).
 ONEDNN_CHANNEL_BLOCK = {'AVX2': 8}
@@ -33,6 +35,10 @@ DEFAULT_CHANNEL_BLOCK = 16
 # Weight dtypes oneDNN convolves on the CPU (float64 goes to ATen's own
 # kernels).
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+class OneDNNFenceError(RefusalError, ValueError):
+    """Training would reach the overflowing oneDNN kernel."""
 
 
 def channel_block() -> int:
@@ -95,7 +101,7 @@ def refuse_channels_last(module: nn.Module, device: torch.device,
     oneDNN kernel."""
     hazards = onednn_hazards(module, device)
     if hazards:
-        raise ValueError(
+        raise OneDNNFenceError(
             f'{setting} on the CPU with oneDNN would back-propagate '
             f'{describe(hazards)} in channels-last layout, where torch '
             f'{torch.__version__.split("+")[0]}\'s oneDNN kernel writes past '

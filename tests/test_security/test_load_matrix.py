@@ -53,11 +53,6 @@ CHECKPOINT_PATHS = [
     'mmpretrain.get_model(pretrained=PATH)', 'mmengine load_checkpoint',
     'mmekd.apis.load_ddnn_model', 'KE generation checkpoint (--resume)'
 ]
-# These tools check ``osp.isfile`` before loading, which is False for a
-# FIFO or a device, and say the file "does not exist".
-ISFILE_FIRST = ('tools/test.py', 'train --resume PATH',
-                'train --resume (last_checkpoint)',
-                'KE generation checkpoint (--resume)')
 DATASET_PATHS = [
     'CIFAR100 train', 'CIFAR100 test', 'CIFAR10 train', 'CIFAR10 test',
     'load_cifar_batch(meta)', 'load_cifar_batch(batches.meta)',
@@ -188,11 +183,7 @@ def test_load_path_refuses_hostile_files(checkpoints, path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('path', [
-    pytest.param(p, marks=pytest.mark.xfail(
-        strict=True, reason='the tool checks osp.isfile first and says the '
-        'file does not exist (tools/test.py merge_args, tools/train.py '
-        'check_resume_checkpoint / report_auto_resume)'))
-    if p in ISFILE_FIRST else p for p in CHECKPOINT_PATHS
+    p for p in CHECKPOINT_PATHS
 ])
 def test_non_regular_file_is_named_so(checkpoints, path):
     """A FIFO or a symlink to a device is refused at once (never opened for

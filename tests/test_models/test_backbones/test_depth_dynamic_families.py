@@ -14,7 +14,7 @@ from mmpretrain.structures import DataSample
 from mmekd.engine.optim import SafeOptimWrapper
 from mmekd.models.plain_net import build_plain, plain_net
 from mmekd.registry import MODELS
-from tool_loader import load_tool
+from mmekd.utils.memory_meters import SavedTensorMeter
 
 NUM_CLASSES = 5
 SIZE = 32
@@ -216,7 +216,6 @@ def test_memory_efficient_equals_simple(family):
     """Same losses and gradients from both step modes (float64, no drop
     path), the memory-efficient step saving about what the full net alone
     saves for backward."""
-    meter_cls = load_tool('benchmark_train').SavedTensorMeter
     model = _model(family, drop_path_rate=0.0).double().train()
     out = {}
     for mode in ('simple', 'memory_efficient', 'full alone'):
@@ -225,7 +224,7 @@ def test_memory_efficient_equals_simple(family):
         if mode == 'full alone':
             m.nets_to_train = lambda: ['full']
         wrapper = _Recording(torch.optim.SGD(m.parameters(), lr=0.0))
-        with meter_cls(m) as meter:
+        with SavedTensorMeter(m) as meter:
             log_vars = m.train_step(_batch(), wrapper)
         out[mode] = (log_vars, wrapper.grads, meter.peak)
     (log_a, grad_a, peak_a), (log_b, grad_b, peak_b) = out['simple'], out[
