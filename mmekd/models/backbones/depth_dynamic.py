@@ -202,11 +202,6 @@ class DepthDynamicMixin:
     def block_prefix(self, stage: int, block: int) -> str:
         raise NotImplementedError
 
-    def plain_backbone_cfg(self, net: str, src: dict) -> dict:
-        """The stock backbone config of ``net`` (``src``: the DDNN's backbone
-        config)."""
-        raise NotImplementedError
-
     @classmethod
     def stock_class(cls) -> type:
         """The stock MMPretrain class the family extends."""
@@ -227,8 +222,31 @@ class DepthDynamicMixin:
         drop = ('type', 'init_cfg', 'arch', *self.dynamic_args())
         return {k: v for k, v in src.items() if k not in drop}
 
-    def net_arch_name(self, net: str) -> str:
+    #: The stock class's registered name, and the prefix of arch names.
+    stock_type = ''
+    arch_prefix = ''
+
+    def net_arch(self, net: str) -> Union[str, dict]:
+        """The stock class's ``arch`` of ``net``: a name of its arch table
+        where one fits, else a dict."""
         raise NotImplementedError
+
+    def custom_arch_name(self, arch: dict) -> str:
+        """A short name of an arch dict, e.g. ``'d3-3-9-3'``."""
+        return 'd' + '-'.join(map(str, arch['depths']))
+
+    def net_arch_name(self, net: str) -> str:
+        """E.g. ``'convnext-tiny'``, ``'swin-d2-2-4-2'``."""
+        arch = self.net_arch(net)
+        name = arch if isinstance(arch, str) else self.custom_arch_name(arch)
+        return f'{self.arch_prefix}-{name}'
+
+    def plain_backbone_cfg(self, net: str, src: dict) -> dict:
+        """The stock backbone config of ``net`` (``src``: the DDNN's backbone
+        config): the stock class with the net's arch."""
+        cfg = self.stock_kwargs(src)
+        cfg.update(type=self.stock_type, arch=self.net_arch(net))
+        return cfg
 
     # ------------------------------------------------------------------ #
     # the nets

@@ -78,19 +78,9 @@ class DepthDynamicConvNeXt(DepthDynamicMixin, ConvNeXt):
             return norm(x.mean([-2, -1], keepdim=True)).flatten(1)
         return norm(x)
 
+    stock_type, arch_prefix = 'ConvNeXt', 'convnext'
+
     def net_arch(self, net: str):
-        """The stock ``arch`` of ``net``: a name of ``ConvNeXt.arch_settings``
-        where one has its depths and channels, else a dict."""
         arch = dict(depths=self.blocks_per_stage(net),
                     channels=list(self.channels))
         return stock_arch(self.arch_settings, arch)
-
-    def net_arch_name(self, net: str) -> str:
-        arch = self.net_arch(net)
-        return f'convnext-{arch}' if isinstance(arch, str) else \
-            'convnext-d' + '-'.join(map(str, arch['depths']))
-
-    def plain_backbone_cfg(self, net: str, src: dict) -> dict:
-        cfg = self.stock_kwargs(src)
-        cfg.update(type='ConvNeXt', arch=self.net_arch(net))
-        return cfg

@@ -124,20 +124,10 @@ class DepthDynamicSwinTransformer(DepthDynamicMixin, SwinTransformer):
     def stage_map(self, stage: int, x: torch.Tensor) -> torch.Tensor:
         return x.permute(0, 3, 1, 2)
 
+    stock_type, arch_prefix = 'SwinTransformer', 'swin'
+
     def net_arch(self, net: str):
-        """The stock ``arch`` of ``net``: a name of ``arch_zoo`` where one
-        has its depths, embedding and heads, else a dict."""
         arch = dict(embed_dims=self.embed_dims,
                     depths=self.blocks_per_stage(net),
                     num_heads=list(self.num_heads))
         return stock_arch(self.arch_zoo, arch)
-
-    def net_arch_name(self, net: str) -> str:
-        arch = self.net_arch(net)
-        return f'swin-{arch}' if isinstance(arch, str) else \
-            'swin-d' + '-'.join(map(str, arch['depths']))
-
-    def plain_backbone_cfg(self, net: str, src: dict) -> dict:
-        cfg = self.stock_kwargs(src)
-        cfg.update(type='SwinTransformer', arch=self.net_arch(net))
-        return cfg

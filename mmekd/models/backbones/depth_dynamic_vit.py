@@ -113,9 +113,9 @@ class DepthDynamicVisionTransformer(DepthDynamicMixin, VisionTransformer):
         return tokens.transpose(1, 2).reshape(x.shape[0], x.shape[2],
                                               *self._grid(x))
 
+    stock_type, arch_prefix = 'VisionTransformer', 'vit'
+
     def net_arch(self, net: str):
-        """The stock ``arch`` of ``net``: a name of ``arch_zoo`` with its
-        width, heads and layers, else a dict."""
         settings = self.arch_settings
         arch = dict(embed_dims=self.embed_dims,
                     num_layers=self.blocks_per_stage(net)[0],
@@ -131,14 +131,8 @@ class DepthDynamicVisionTransformer(DepthDynamicMixin, VisionTransformer):
                 return name
         return ''
 
-    def net_arch_name(self, net: str) -> str:
-        arch = self.net_arch(net)
-        return f'vit-{arch}' if isinstance(arch, str) else \
-            f"vit-{arch['num_layers']}l"
+    def custom_arch_name(self, arch: dict) -> str:
+        return f"{arch['num_layers']}l"
 
     def plain_backbone_cfg(self, net: str, src: dict) -> dict:
-        cfg = self.stock_kwargs(src)
-        cfg.pop('out_indices', None)
-        cfg.update(type='VisionTransformer', arch=self.net_arch(net),
-                   out_indices=-1)
-        return cfg
+        return dict(super().plain_backbone_cfg(net, src), out_indices=-1)
