@@ -23,6 +23,9 @@ EXPECTED_NETS = {
     'ddnn_r50_imagenet.py': [[3, 4, 6, 3], [2, 2, 2, 2], [3, 4, 4, 3]],
     'ddnn_demo_digits.py': [[3, 4, 6, 3], [2, 2, 2, 2], [1, 1, 1, 1]],
     'ddnn_from_mmpretrain_resnet34_cifar10.py': [[3, 4, 6, 3], [2, 2, 2, 2]],
+    'ddnn_convnext-small_in1k.py': [[3, 3, 27, 3], [3, 3, 9, 3]],
+    'ddnn_swin-small_in1k.py': [[2, 2, 18, 2], [2, 2, 6, 2]],
+    'ddnn_deit-small_in1k.py': [[12], [6], [9]],
 }
 
 
