@@ -176,3 +176,49 @@ def test_trains_one_iteration_and_exports_sub0(name, tmp_path):
     # Not a vacuous match: the nets differ, the logits are not ~0.
     assert (logits['full'] - logits['sub0']).abs().max() > 1e-2
     assert logits['sub0'].abs().max() > 1e-1
+
+
+# config -> MMPretrain's model of the same full arch (its published
+# ImageNet weights are for this name; built here with random weights).
+STOCK_MODELS = {
+    'ddnn_convnext-small_in1k.py': 'convnext-small_32xb128_in1k',
+    'ddnn_swin-small_in1k.py': 'swin-small_16xb64_in1k',
+    'ddnn_deit-small_in1k.py': 'deit-small_4xb256_in1k',
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', STOCK_MODELS)
+def test_stock_imagenet_checkpoint_loads_into_the_full_net(name, tmp_path):
+    """A checkpoint of MMPretrain's classifier of the full arch, in its
+    published layout, loaded as ``load_from`` does: every backbone key
+    matches; the head too, except DeiT's (``head.layers.head.*``, renamed
+    to ``head.fc.*`` here); then the full net computes the stock logits."""
+    stock = mmpretrain.get_model(STOCK_MODELS[name])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # random values: no block the identity
+        for p in stock.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    path = str(tmp_path / 'stock.pth')
+    torch.save(dict(meta=dict(mmpretrain_version=mmpretrain.__version__),
+                    state_dict=stock.state_dict()), path)
+    model = load_ddnn_model(osp.join(REPO, 'configs', name))
+    state_dict, _ = read_checkpoint(path)
+    result = model.load_state_dict(state_dict, strict=False)
+    head_keys = {'head.layers.head.weight', 'head.layers.head.bias'}
+    is_deit = 'deit' in name
+    assert set(result.unexpected_keys) == (head_keys if is_deit else set())
+    # Missing: DeiT's classifier only (no per-net copies in these families).
+    assert set(result.missing_keys) == (
+        {'head.fc.weight', 'head.fc.bias'} if is_deit else set())
+    if is_deit:
+        for key in ('weight', 'bias'):
+            state_dict[f'head.fc.{key}'] = state_dict.pop(
+                f'head.layers.head.{key}')
+        model.load_state_dict(state_dict, strict=True)
+    stock.eval(), model.eval()
+    x = torch.randn(2, 3, 224, 224, generator=gen)
+    with torch.no_grad():
+        logits, want = model(x), stock(x)
+    assert want.abs().max() > 1  # not a vacuous match
+    assert (logits - want).abs().max() <= 1e-5
