@@ -7,6 +7,7 @@
 _base_ = [
     '_base_/models/ddnn_ekd.py',
     '_base_/datasets/digits_bs64.py',
+    '_base_/schedules/digits_adamw_12e.py',
     '_base_/default_runtime.py',
 ]
 model = dict(
@@ -24,18 +25,7 @@ model = dict(
 val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, ))
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(
-    type='mmekd.SafeOptimWrapper',
-    optimizer=dict(type='AdamW', lr=4e-3, weight_decay=0.05),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=1,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=12),
-]
-train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=4)
-val_cfg = dict()
-test_cfg = dict()
+optim_wrapper = dict(optimizer=dict(lr=4e-3))
 # Fields only: the hook types stay the _base_ runtime's.
 default_hooks = dict(
     logger=dict(interval=10),

@@ -2,12 +2,8 @@
 # ddnn_swin-small_in1k.py) trained alone with the DDNN config's recipe,
 # MMPretrain's swin-small_16xb64_in1k: drop path 0.3 spread over Swin-T's
 # own 12 blocks, as the DDNN's sub0 gets it (drop_path='per_net'; Swin-T's
-# own recipe uses 0.2), clip_grad max_norm 5.
-_base_ = ['mmpretrain::swin_transformer/swin-small_16xb64_in1k.py']
+# own recipe uses 0.2), clip_grad max_norm 5; the same optimizer wrapper and
+# crash-safe hooks.
+_base_ = ['swin-small_swin-small-recipe_in1k.py']
 
 model = dict(backbone=dict(arch='tiny'))
-# a NaN loss stops the run (same optimizer, arguments and clip_grad)
-optim_wrapper = dict(type='mmekd.SafeOptimWrapper')
-default_hooks = dict(checkpoint=dict(type='mmekd.AtomicCheckpointHook'),
-                     exact_resume=dict(type='mmekd.ExactResumeHook'),
-                     preemption=dict(type='mmekd.PreemptionCheckpointHook'))

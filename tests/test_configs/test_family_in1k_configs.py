@@ -20,7 +20,7 @@ import mmekd  # noqa: F401  (registers the mmpretrain:: package lookup)
 from mmekd.apis import export_to_files, load_ddnn_model, read_checkpoint
 from mmekd.apis.stock_config import mmekd_types
 from mmekd.models.plain_net import build_plain
-from test_from_mmpretrain_config import without_scope
+from test_from_mmpretrain_config import check_safety_hooks, without_scope
 from tool_loader import REPO
 
 STOCK_ROOT = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs')
@@ -80,13 +80,7 @@ def test_keeps_the_stock_recipe(name):
     assert without_scope(cfg.val_evaluator) == dict(
         type='mmekd.MultiNetAccuracy', topk=[1, 5])
     assert cfg.model_wrapper_cfg.type == 'mmekd.DDNNDistributedDataParallel'
-    hooks, stock_hooks = (without_scope(c.default_hooks) for c in (cfg, stock))
-    assert hooks.pop('checkpoint') == dict(
-        stock_hooks.pop('checkpoint'), type='mmekd.AtomicCheckpointHook')
-    assert hooks.pop('exact_resume') == dict(type='mmekd.ExactResumeHook')
-    assert hooks.pop('preemption') == dict(
-        type='mmekd.PreemptionCheckpointHook')
-    assert hooks == stock_hooks
+    check_safety_hooks(cfg, stock)
 
 
 def write_image_folder(root):
