@@ -203,8 +203,12 @@ def make_optim_wrapper(model: nn.Module, cfg: Config, args) -> OptimWrapper:
     limit where it is an :class:`mmekd.SafeOptimWrapper`."""
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
     wrapper_cfg.optimizer['lr'] = 0.0
-    if issubclass(OPTIM_WRAPPERS.get(wrapper_cfg.get('type', 'OptimWrapper')),
-                  SafeOptimWrapperMixin):
+    # The type as the runner finds it: in the config's default scope, whose
+    # registry has mmekd's as a child (the root's finds direct children only).
+    with OPTIM_WRAPPERS.switch_scope_and_registry(
+            cfg.get('default_scope', 'mmpretrain')) as registry:
+        wrapper_cls = registry.get(wrapper_cfg.get('type', 'OptimWrapper'))
+    if issubclass(wrapper_cls, SafeOptimWrapperMixin):
         wrapper_cfg.update(on_nonfinite='skip', max_skipped=None)
     if args.amp:
         # MMEngine's AMP on CUDA; bfloat16 autocast on the CPU.

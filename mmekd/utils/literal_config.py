@@ -5,8 +5,10 @@ MMEngine stores the training config's text in every checkpoint
 (``meta['cfg']``). ``Config.fromstring`` would execute that text, so a
 checkpoint could run code. :func:`read_literal_config` accepts only what
 ``Config.pretty_text`` writes: assignments of literals (numbers, strings,
-``None``/``True``/``False``, lists, tuples, dicts and ``dict(key=...)``
-calls). Anything else is refused with the line it is on.
+``None``/``True``/``False``, lists, tuples, dicts, ``dict(key=...)`` calls
+and ``dict({...})``, which it writes for a dict with keys that are not
+names, e.g. ``paramwise_cfg.custom_keys`` of MMPretrain's Swin/ConvNeXt/DeiT
+recipes). Anything else is refused with the line it is on.
 """
 import ast
 import re
@@ -31,6 +33,10 @@ def _value(node: ast.AST) -> Any:
             and node.func.id == 'dict' and not node.args
             and all(k.arg is not None for k in node.keywords)):
         return {k.arg: _value(k.value) for k in node.keywords}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == 'dict' and len(node.args) == 1
+            and isinstance(node.args[0], ast.Dict) and not node.keywords):
+        return _value(node.args[0])
     if (isinstance(node, ast.UnaryOp)
             and isinstance(node.op, (ast.USub, ast.UAdd))
             and isinstance(node.operand, ast.Constant)

@@ -28,7 +28,7 @@ def metafile_models():
 
 def test_metafile_is_consistent():
     models, root = metafile_models()
-    assert len(models) == 15
+    assert len(models) == 22
     for m in models:
         cfg_path = osp.join(root, m['Config'])
         assert osp.isfile(cfg_path), m['Config']
@@ -57,11 +57,33 @@ def test_metafile_costs_are_the_tools():
         assert m['Metadata']['Parameters'] == costs[net]['params']
 
 
+@pytest.mark.slow
+def test_family_metafile_costs_are_the_tools():
+    # The ConvNeXt / Swin / DeiT entries (224x224) match net_costs of the
+    # config they name, net by net (each DDNN counted once).
+    models, root = metafile_models()
+    family = [m for m in models if any(
+        a in m['Name'] for a in ('convnext', 'swin', 'deit'))]
+    assert len(family) == 7
+    costs = {}
+    for m in family:
+        cfg = Config.fromfile(osp.join(root, m['Config']))
+        key = repr(cfg.model.backbone)
+        if key not in costs:
+            costs[key] = {r['net']: r for r in net_costs(cfg)}
+        row = costs[key][cfg.model.predict_net]
+        assert row['input_size'] == (224, 224)
+        assert m['Metadata']['FLOPs'] == row['flops'], m['Name']
+        assert m['Metadata']['Parameters'] == row['params'], m['Name']
+        assert m['Metadata']['Blocks per Stage'] == row['blocks'], m['Name']
+    assert len(costs) == 3
+
+
 def test_get_model_by_name(tmp_path):
     register_model_zoo()
     register_model_zoo()  # idempotent
     names = mmpretrain.list_models('ddnn-ekd*')
-    assert DIGITS in names and len(names) == 15
+    assert DIGITS in names and len(names) == 22
     assert 'resnet18_8xb16_cifar10' in mmpretrain.list_models('resnet18*')
 
     index, root = model_index_path()

@@ -49,6 +49,18 @@ def without_scope(obj):
     return obj
 
 
+def check_safety_hooks(cfg: Config, stock: Config) -> None:
+    """``cfg`` has the stock config's hooks with the same arguments, with
+    mmekd's safe checkpoint type and its resume hooks added."""
+    hooks, stock_hooks = (without_scope(c.default_hooks) for c in (cfg, stock))
+    assert hooks.pop('checkpoint') == dict(
+        stock_hooks.pop('checkpoint'), type='mmekd.AtomicCheckpointHook')
+    assert hooks.pop('exact_resume') == dict(type='mmekd.ExactResumeHook')
+    assert hooks.pop('preemption') == dict(
+        type='mmekd.PreemptionCheckpointHook')
+    assert hooks == stock_hooks
+
+
 @pytest.fixture
 def cifar10(tmp_path, monkeypatch):
     root = write_fake_cifar10(str(tmp_path / 'cifar10'))
@@ -64,15 +76,7 @@ def test_keeps_the_stock_recipe(cifar10):
     assert cfg.optim_wrapper.type == 'mmekd.SafeOptimWrapper'
     assert without_scope({**cfg.optim_wrapper, 'type': None}) == \
         without_scope({**stock.optim_wrapper, 'type': None})
-    # The stock hooks with the same arguments; mmekd's safe checkpoint type
-    # and its resume hooks added.
-    hooks, stock_hooks = (without_scope(c.default_hooks) for c in (cfg, stock))
-    assert hooks.pop('checkpoint') == dict(
-        stock_hooks.pop('checkpoint'), type='mmekd.AtomicCheckpointHook')
-    assert hooks.pop('exact_resume') == dict(type='mmekd.ExactResumeHook')
-    assert hooks.pop('preemption') == dict(
-        type='mmekd.PreemptionCheckpointHook')
-    assert hooks == stock_hooks
+    check_safety_hooks(cfg, stock)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[key].dataset.type == 'mmekd.CIFAR10'
         assert cfg[key].dataset.data_root == cifar10

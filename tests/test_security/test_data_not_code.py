@@ -11,8 +11,14 @@ from tool_loader import load_tool
 
 
 def test_stored_config_round_trips_as_literals():
+    # The in1k family configs (MMPretrain's recipes) have dicts whose keys
+    # are not names (paramwise_cfg.custom_keys: '.pos_embed'), which
+    # pretty_text writes as dict({...}).
     for path in ('configs/ddnn_demo_digits.py', 'configs/ddnn_r50_imagenet.py',
-                 'configs/ke/ke_resnet18_kels-s0.5_10x200e_flowers102.py'):
+                 'configs/ke/ke_resnet18_kels-s0.5_10x200e_flowers102.py',
+                 'configs/ddnn_convnext-small_in1k.py',
+                 'configs/ddnn_swin-small_in1k.py',
+                 'configs/ddnn_deit-small_in1k.py'):
         cfg = Config.fromfile(path)
         assert Config(read_literal_config(cfg.pretty_text)).to_dict() == \
             cfg.to_dict()
@@ -26,6 +32,9 @@ def test_stored_config_round_trips_as_literals():
     ('model = dict(**evil)', 'line 1'),
     ('a = b = 1', 'line 1'),
     ('model = lambda: 0', 'line 1'),
+    ("model = dict({'.a': __import__('os').getcwd()})", 'line 1'),
+    ("model = dict({'.a': 1}, b=2)", 'line 1'),
+    ("model = dict({'.a': 1}, {'.b': 2})", 'line 1'),
 ])
 def test_anything_but_literals_is_refused(tmp_path, text, where):
     with pytest.raises(LiteralConfigError, match=where):

@@ -76,6 +76,47 @@ def test_benchmark_cpu(capsys, tmp_path):
     assert rows['full alone']['train_gflop_per_img'] < ddnn < alone
 
 
+# Each family's demo at a tiny width.
+FAMILY_DEMOS = {
+    'convnext': ['model.backbone.arch.channels=[4,8,16,32]',
+                 'model.head.in_channels=32'],
+    'swin': ['model.backbone.arch.embed_dims=4', 'model.head.in_channels=32'],
+    'vit': ['model.backbone.arch.embed_dims=16',
+            'model.backbone.arch.num_heads=2',
+            'model.backbone.arch.feedforward_channels=32',
+            'model.head.in_channels=16'],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', FAMILY_DEMOS)
+def test_benchmark_every_family(family, capsys, tmp_path):
+    """The DDNN step of a ConvNeXt / Swin / ViT demo against each net alone
+    (the stock MMPretrain class the export gives, AdamW from the config)."""
+    out_json = str(tmp_path / 'res.json')
+    _tool().main([
+        osp.join(ROOT, 'configs', f'ddnn_{family}_demo_digits.py'),
+        '--device', 'cpu', '--batch-size', '4', '--steps', '1', '--warmup',
+        '1', '--repeats', '1', '--json', out_json, '--cfg-options'
+    ] + FAMILY_DEMOS[family])
+    assert 'diverged: none' in capsys.readouterr().out
+    res = json.load(open(out_json))
+    nets = ['full', 'sub0'] + (['sub1'] if family == 'vit' else [])
+    assert sorted(res['rows']) == sorted(
+        ['ddnn[memory_efficient]', 'ddnn[simple]'] +
+        [f'{n} alone' for n in nets])
+    for row in res['rows'].values():
+        assert row['step_ms'] > 0 and row['saved_activations_mb'] > 0
+    # The DDNN computes the shared blocks once: fewer FLOPs than its nets
+    # alone, more than the full net alone.
+    rows = res['rows']
+    ddnn = rows['ddnn[memory_efficient]']['train_gflop_per_img']
+    assert rows['full alone']['train_gflop_per_img'] < ddnn < sum(
+        rows[f'{n} alone']['train_gflop_per_img'] for n in nets)
+    assert res['summary']['saved_activations_ratio_memory_efficient'] == \
+        pytest.approx(1.0, abs=0.05)
+
+
 def test_benchmark_cpu_amp_channels_last(capsys):
     tool = _tool()
     # Width 8: narrower strided 1x1 convolutions are refused channels-last

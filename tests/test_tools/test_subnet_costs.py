@@ -5,15 +5,20 @@ import os
 import os.path as osp
 import sys
 
+import mmpretrain
+import pytest
+from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config
+from mmpretrain.apis import ModelHub
 from mmpretrain.models import ImageClassifier
-from tool_loader import load_tool, tool_path
+from tool_loader import REPO, load_tool, tool_path
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_apis'))
 from tiny_ddnn import write_config  # noqa: E402
 
 from mmekd.apis import input_size, net_costs  # noqa: E402
-from mmekd.utils.flops import complexity  # noqa: E402
+from mmekd.utils.flops import (complexity,  # noqa: E402
+                               quiet_flop_counter)
 
 TOOL = tool_path('analysis/subnet_costs')
 
@@ -133,3 +138,39 @@ def test_without_results_says_why_no_png(tmp_path, monkeypatch, capsys):
         '--results X.json, written by tools/test.py CONFIG CKPT --out ' \
         'X.json --out-item metrics' in stdout
     assert sorted(os.listdir(out)) == ['tiny_costs.csv', 'tiny_costs.md']
+
+
+@pytest.mark.slow
+def test_family_costs_are_mmpretrains_count_of_the_stock_models():
+    """configs/ddnn_deit-small_in1k.py: every net's row is what MMPretrain's
+    own FLOP tool (tools/analysis_tools/get_flops.py: ``get_model``,
+    ``forward = extract_feat``, mmengine's ``get_model_complexity_info``)
+    counts on the stock model of that net: MMPretrain's
+    deit-small_4xb256_in1k for the full net, the baselines for the 6- and
+    9-layer nets (MMPretrain has no config of those depths)."""
+    rows = {r['net']: r for r in net_costs(
+        osp.join(REPO, 'configs', 'ddnn_deit-small_in1k.py'))}
+    stock = {
+        'full': 'deit-small_4xb256_in1k',
+        'sub0': osp.join(REPO, 'configs', 'baselines',
+                         'vit-6l_deit-small-recipe_in1k.py'),
+        'sub1': osp.join(REPO, 'configs', 'baselines',
+                         'vit-9l_deit-small-recipe_in1k.py'),
+    }
+    assert sorted(rows) == sorted(stock)
+    for net, source in stock.items():
+        model = mmpretrain.get_model(source)
+        model.eval()
+        model.forward = model.extract_feat
+        with quiet_flop_counter():
+            info = get_model_complexity_info(
+                model, (3, 224, 224), show_table=False, show_arch=False)
+        assert rows[net]['input_size'] == (224, 224)
+        assert (rows[net]['flops'], rows[net]['params']) == (
+            info['flops'], info['params']), net
+    # MMPretrain's metafile has the same parameter count (its FLOPs,
+    # 4607954304, come from an older counter).
+    assert rows['full']['params'] == ModelHub.get(
+        'deit-small_4xb256_in1k').metadata.parameters == 22050664
+    assert rows['full']['flops'] > rows['sub1']['flops'] > rows['sub0'][
+        'flops']

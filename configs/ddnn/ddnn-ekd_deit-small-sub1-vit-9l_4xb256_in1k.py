@@ -1,0 +1,8 @@
+# ddnn-ekd_deit-small-sub1-vit-9l_4xb256_in1k: sub-net 'sub1' (vit-9l) of the DDNN model of ../ddnn_deit-small_in1k.py,
+# predicting with that net only. Weights: a checkpoint of ../ddnn_deit-small_in1k.py (one
+# checkpoint holds every net); to deploy the net alone, use
+# tools/export_subnet.py (docs/deploy.md).
+_base_ = ['../ddnn_deit-small_in1k.py']
+model = dict(predict_net='sub1', eval_all_nets=False)
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_evaluator = val_evaluator
