@@ -21,10 +21,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
-from mmpretrain.models import ResNet
 from mmpretrain.registry import MODELS
 
-from mmekd.models.backbones import NetTree
 from mmekd.models.plain_net import (ExportError, check_exportable, check_net,
                                     net_arch_name, plain_model_cfg, plain_net)
 from mmekd.models.utils import recalibrate_bn as recalibrate_net_bn
@@ -34,7 +32,7 @@ from mmekd.utils.checkpoint_keys import compare_state_dict, warn_shared_stats
 from mmekd.utils.finite import check_finite
 from mmekd.utils.literal_config import LiteralConfigError, read_literal_config
 from mmekd.version import __version__ as mmekd_version
-from mmekd.vocabulary import FULL_NET, private_net_of_key, unwrap_model
+from mmekd.vocabulary import private_net_of_key, unwrap_model
 from .channel_order import (describe_channel_order, model_channel_order,
                             set_file_channel_order, to_file_channel_order)
 from .stock_config import (folder_names, image_folder_datasets, mmekd_types,
@@ -150,25 +148,19 @@ def read_checkpoint(checkpoint: str) -> Tuple[dict, dict]:
     return state_dict, dict(meta or {})
 
 
-# The ResNet backbones whose nets a stored config describes (by name, with
-# or without the mmekd scope).
-_RESNET_TYPES = {'ResNet': False, 'ResNet_CIFAR': False,
-                 'DepthDynamicResNet': True, 'DepthDynamicResNetCIFAR': True}
-
-
 def trained_nets(meta: dict, backbone: nn.Module,
                  source: str = 'the checkpoint'
                  ) -> Optional[Dict[str, tuple]]:
     """``{net: block indices per stage}`` of the model a checkpoint was
     trained as, read from the config MMEngine stores in ``meta['cfg']``,
     or None when the checkpoint does not say (no config, or a backbone
-    other than a ResNet).
+    of another family).
 
     The stored text is read as data (:func:`read_literal_config`), never
-    executed, and nothing it describes is built: the nets are computed from
-    its numbers (depth, blocks per stage, sub-nets), checked against
-    ``backbone`` (the depth-dynamic backbone built from the user's config),
-    whose sizes bound everything.
+    executed, and nothing it describes is built: ``backbone`` (the
+    depth-dynamic backbone built from the user's config, whose sizes bound
+    everything) computes the nets from its numbers
+    (:meth:`~mmekd.models.backbones.DepthDynamicMixin.stored_nets`).
 
     Raises:
         ExportError: ``meta['cfg']`` is not a config of literal
@@ -187,35 +179,15 @@ def trained_nets(meta: dict, backbone: nn.Module,
             'MMEngine stores only literal assignments: this one was altered '
             'or comes from elsewhere. Do not use it, or remove its '
             "meta['cfg'] if you trust its weights.") from None
-    stored = (cfg.get('model') or {}).get('backbone')
-    kind = stored.get('type') if isinstance(stored, dict) else None
-    kind = kind.split('.')[-1] if isinstance(kind, str) else None
-    if kind not in _RESNET_TYPES:
+    model = cfg.get('model')
+    stored = model.get('backbone') if isinstance(model, dict) else None
+    if not isinstance(stored, dict):
         return None
-    depth = stored.get('depth')
-    stage_blocks = stored.get('stage_blocks') if _RESNET_TYPES[kind] \
-        else None
-    if stage_blocks is None and depth in ResNet.arch_settings:
-        stage_blocks = ResNet.arch_settings[depth][1]
-    if (not isinstance(stage_blocks, (list, tuple))
-            or tuple(stage_blocks) != tuple(backbone.stage_blocks)
-            or ResNet.arch_settings.get(depth, (None, ))[0]
-            is not backbone.block):
-        raise ExportError(
-            f'{source} was trained as a {kind} of depth {depth!r} with '
-            f'blocks per stage {stage_blocks!r}, but the config builds '
-            f'depth {backbone.depth} with {list(backbone.stage_blocks)}: '
-            'it is a checkpoint of another architecture')
-    if not _RESNET_TYPES[kind]:  # a plain ResNet: one net
-        return {FULL_NET: tuple(tuple(range(n)) for n in stage_blocks)}
-    subs = stored.get('sub_depths', stored.get('sub_stage_blocks', ()))
     try:
-        tree = NetTree(backbone.stage_blocks, subs or (),
-                       stored.get('block_choice', 'first'))
-    except (TypeError, ValueError) as e:
-        raise ExportError(f"the sub-nets stored in {source} (meta['cfg']) "
-                          f'do not fit this backbone: {e}') from None
-    return dict(tree.net_blocks)
+        return backbone.stored_nets(stored)
+    except ValueError as e:
+        raise ExportError(f"{source} {e} (read from its meta['cfg'])"
+                          ) from None
 
 
 def load_ddnn_model(config, checkpoint: Optional[str] = None) -> nn.Module:

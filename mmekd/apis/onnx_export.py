@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mmekd.models.plain_net import ExportError
+
 
 class LogitsModel(nn.Module):
     """``model(inputs, mode='tensor')`` as a plain ``forward(inputs)``:
@@ -47,7 +49,7 @@ def export_onnx(model: nn.Module,
             (a dynamic batch axis).
 
     Raises:
-        ValueError: The graph does not hold a dynamic batch.
+        ExportError: The graph does not hold a dynamic batch.
     """
     wrapper = LogitsModel(model).eval()
     dummy = torch.zeros(batch_size or 1, *input_shape)
@@ -72,7 +74,7 @@ def export_onnx(model: nn.Module,
         try:
             verify_onnx(out_file, model, pair, atol=1e-3)
         except AssertionError as e:
-            raise ValueError(
+            raise ExportError(
                 f'the ONNX graph of {type(model.backbone).__name__} does not '
                 f'hold a dynamic batch ({e} on a batch of 2): the exporter '
                 'baked the traced batch size into it; export with a fixed '

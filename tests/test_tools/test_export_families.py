@@ -167,3 +167,31 @@ def test_onnx_of_every_net_matches_pytorch(family, tmp_path):
             expected = model.forward_nets(x, [net])[0][net].numpy()
         np.testing.assert_allclose(onnx_logits(out, x), expected, rtol=0,
                                    atol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_tool_takes_a_fixed_batch_for_swin(tmp_path):
+    """tools/deploy/export_onnx.py: Swin's dynamic batch is refused in one
+    line naming ``--batch-size``; with it, the graph is written and checked
+    against PyTorch."""
+    cfg_path = _config(tmp_path, 'swin')
+    _, ckpt = _randomized_checkpoint(cfg_path, tmp_path)
+    tool = osp.join(REPO, 'tools', 'deploy', 'export_onnx.py')
+    out = osp.join(tmp_path, 'sub0.onnx')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+
+    def run(*extra):
+        return subprocess.run(
+            [sys.executable, tool, cfg_path, ckpt, out, '--net', 'sub0',
+             *extra], capture_output=True, text=True, env=env)
+
+    refused = run()
+    assert refused.returncode == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith('export_onnx: error: ') and \
+        '--batch-size N' in last, refused.stderr[-2000:]
+    assert not osp.exists(out)
+    done = run('--batch-size', '4')
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'onnxruntime vs PyTorch max |diff|' in done.stdout
+    assert osp.isfile(out)

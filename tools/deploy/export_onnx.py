@@ -3,8 +3,9 @@
 
     python tools/deploy/export_onnx.py CONFIG CKPT --net sub0 sub0.onnx
 
-The graph takes normalized images (``input``, ``(N, 3, H, W)``, dynamic N)
-and returns class scores (``logits``). The ONNX metadata stores how to
+The graph takes normalized images (``input``, ``(N, 3, H, W)``, dynamic N,
+or the fixed ``--batch-size``, which MMPretrain's Swin Transformer needs:
+its traced graph bakes in the batch size) and returns class scores (``logits``). The ONNX metadata stores how to
 prepare an image: ``channel_order`` of the input (that of the training
 images as the model saw them), ``to_rgb`` (flip an image read as BGR, e.g.
 by OpenCV, before normalizing) and ``mean``/``std`` (in ``channel_order``).
@@ -22,6 +23,7 @@ from mmekd.apis import (build_model, check_net, check_net_in_checkpoint,
                         describe_channel_order, export_onnx, export_subnet,
                         input_size, load_ddnn_model, model_channel_order,
                         verify_onnx)
+from mmekd.models.plain_net import ExportError
 from mmekd.utils import atomic_output, check_outputs_not_inputs
 from mmekd.utils.cli import add_cfg_options, read_config, tool_main
 
@@ -36,6 +38,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--shape', type=int, nargs='+', help='input H [W] (default: from '
         'the test pipeline)')
+    parser.add_argument(
+        '--batch-size', type=int, help='a fixed batch size (default: a '
+        'dynamic batch axis, refused where the graph does not hold one, as '
+        "for MMPretrain's Swin Transformer)")
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset')
     parser.add_argument(
         '--atol',
@@ -73,9 +79,14 @@ def main(argv=None):
             mean=json.dumps(pre.mean.flatten().tolist()),
             std=json.dumps(pre.std.flatten().tolist()),
             to_rgb=str(bool(getattr(pre, 'to_rgb', False))))
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ExportError(f'--batch-size {args.batch_size}: give a positive '
+                          'batch size, or none for a dynamic batch axis')
     with atomic_output(args.out) as tmp:
-        export_onnx(plain, tmp, (3, h, w), args.opset, meta)
-    x = torch.randn(4, 3, h, w, generator=torch.Generator().manual_seed(0))
+        export_onnx(plain, tmp, (3, h, w), args.opset, meta,
+                    batch_size=args.batch_size)
+    x = torch.randn(args.batch_size or 4, 3, h, w,
+                    generator=torch.Generator().manual_seed(0))
     diff = verify_onnx(args.out, plain, x, args.atol)
     print(f'{args.out}: net {args.net} ({plain_cfg["backbone"]["type"]}, '
           f'input 3x{h}x{w}); onnxruntime vs PyTorch max |diff| = '

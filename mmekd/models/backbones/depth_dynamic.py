@@ -146,6 +146,11 @@ class DepthDynamicMixin:
         self._rates: Dict[str, Dict[Tuple[int, int], float]] = {}
         if drop_path == 'per_net' and drop_path_rate > 0:
             self._install_per_net_drop_path(drop_path_rate)
+        for module in self.modules():
+            if isinstance(module, DropPath):
+                # VisionTransformer's rates are numpy floats, which
+                # torch.compile cannot trace as a Python constant.
+                module.drop_prob = float(module.drop_prob)
 
     def _install_per_net_drop_path(self, drop_path_rate: float) -> None:
         """Replace the blocks' ``DropPath`` modules by
@@ -247,6 +252,96 @@ class DepthDynamicMixin:
         cfg = self.stock_kwargs(src)
         cfg.update(type=self.stock_type, arch=self.net_arch(net))
         return cfg
+
+    # ------------------------------------------------------------------ #
+    # the nets a stored config describes (read as numbers, never built)
+    # ------------------------------------------------------------------ #
+    #: The stock class's arch table, the arch keys that fix the weights'
+    #: shapes, and the key among them that holds the blocks per stage.
+    arch_table, arch_keys, depth_key = 'arch_settings', (), 'depths'
+
+    def arch_numbers(self, arch) -> dict:
+        """The numbers of ``arch`` (a name of the stock table or a dict, as
+        the stock class reads it) on :attr:`arch_keys`, lists as tuples."""
+        if isinstance(arch, str):
+            table = getattr(self, self.arch_table)
+            found = table.get(arch, table.get(arch.lower()))
+            if found is None:
+                raise ValueError(f'{arch!r} is not an arch of '
+                                 f'{self.stock_type} ({sorted(table)})')
+            arch = found
+        if not isinstance(arch, dict) or any(k not in arch
+                                             for k in self.arch_keys):
+            raise ValueError(f'arch {arch!r} is neither a name nor a dict '
+                             f'with {list(self.arch_keys)}')
+        return {
+            k: tuple(v) if isinstance(v, (list, tuple)) else v
+            for k, v in ((k, arch[k]) for k in self.arch_keys)
+        }
+
+    def stored_types(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """The backbone types (registered names) a stored config may
+        have: this family's dynamic ones and the stock ones (one net)."""
+        return (type(self).__name__, ), (self.stock_type, )
+
+    def stored_arch(self, stored: dict, kind: str) -> Tuple[tuple, str]:
+        """``(what fixes the weights' shapes, blocks per stage first; its
+        description)`` of a stored backbone config of type ``kind``."""
+        cls = type(self) if kind in self.stored_types()[0] \
+            else self.stock_class()
+        arch = stored.get(
+            'arch',
+            inspect.signature(cls.__init__).parameters['arch'].default)
+        return self._arch_key(self.arch_numbers(arch)), f'with arch {arch!r}'
+
+    def built_arch(self) -> Tuple[tuple, str]:
+        """:meth:`stored_arch` of this backbone."""
+        arch = self.net_arch(FULL_NET)
+        return self._arch_key(self.arch_numbers(arch)), f'with arch {arch!r}'
+
+    def _arch_key(self, numbers: dict) -> tuple:
+        depths = numbers[self.depth_key]
+        blocks = depths if isinstance(depths, tuple) else (depths, )
+        return (blocks, ) + tuple(sorted(numbers.items()))
+
+    def stored_nets(self, stored: dict
+                    ) -> Optional[Dict[str, Tuple[Tuple[int, ...], ...]]]:
+        """``{net: block indices per stage}`` of the model a stored
+        (literal) backbone config describes, computed from its numbers and
+        checked against this backbone, whose sizes bound everything; None
+        when it is not a type of this family.
+
+        Raises:
+            ValueError: It is another architecture of this family, or its
+                sub-nets do not fit this backbone (the message continues
+                the name of its source).
+        """
+        kind = stored.get('type')
+        kind = kind.split('.')[-1] if isinstance(kind, str) else None
+        dynamic, stock = self.stored_types()
+        if kind not in dynamic + stock:
+            return None
+        built, built_text = self.built_arch()
+        try:
+            arch, text = self.stored_arch(stored, kind)
+        except (KeyError, TypeError, ValueError) as e:
+            arch, text = None, f'({e})'
+        if arch != built:
+            raise ValueError(
+                f'was trained as a {kind} {text}, but the config builds '
+                f'{type(self).__name__} {built_text}: it is a checkpoint of '
+                'another architecture')
+        blocks = built[0]
+        if kind in stock:  # one net
+            return {FULL_NET: tuple(tuple(range(n)) for n in blocks)}
+        subs = stored.get('sub_depths', stored.get('sub_stage_blocks', ()))
+        try:
+            tree = NetTree(blocks, subs or (),
+                           stored.get('block_choice', 'first'))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f'stores sub-nets that do not fit this '
+                             f'backbone: {e}') from None
+        return dict(tree.net_blocks)
 
     # ------------------------------------------------------------------ #
     # the nets

@@ -79,6 +79,7 @@ class DepthDynamicConvNeXt(DepthDynamicMixin, ConvNeXt):
         return norm(x)
 
     stock_type, arch_prefix = 'ConvNeXt', 'convnext'
+    arch_keys = ('depths', 'channels')
 
     def net_arch(self, net: str):
         arch = dict(depths=self.blocks_per_stage(net),

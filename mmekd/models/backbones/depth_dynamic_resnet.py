@@ -255,6 +255,24 @@ class DepthDynamicResNet(DepthDynamicMixin, ResNet):
                 return depth
         return None
 
+    def stored_types(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        return (('DepthDynamicResNet', 'DepthDynamicResNetCIFAR'),
+                ('ResNet', 'ResNet_CIFAR'))
+
+    def stored_arch(self, stored: dict, kind: str) -> Tuple[tuple, str]:
+        depth = stored.get('depth')
+        blocks = (stored.get('stage_blocks')
+                  if kind in self.stored_types()[0] else None)
+        block, default = ResNet.arch_settings.get(depth, (None, None))
+        blocks = default if blocks is None else blocks
+        key = (tuple(blocks) if isinstance(blocks, (list, tuple)) else
+               blocks, getattr(block, '__name__', None))
+        return key, f'of depth {depth!r} with blocks per stage {blocks!r}'
+
+    def built_arch(self) -> Tuple[tuple, str]:
+        return ((tuple(self.stage_blocks), self.block.__name__),
+                f'of depth {self.depth} with {list(self.stage_blocks)}')
+
     def net_arch_name(self, net: str) -> str:
         """E.g. ``'resnet18'`` (``'resnet10'`` for BasicBlock ``[1,1,1,1]``):
         convolutions on the main path, 2 per BasicBlock, 3 per Bottleneck,

@@ -125,6 +125,7 @@ class DepthDynamicSwinTransformer(DepthDynamicMixin, SwinTransformer):
         return x.permute(0, 3, 1, 2)
 
     stock_type, arch_prefix = 'SwinTransformer', 'swin'
+    arch_table, arch_keys = 'arch_zoo', ('embed_dims', 'depths', 'num_heads')
 
     def net_arch(self, net: str):
         arch = dict(embed_dims=self.embed_dims,

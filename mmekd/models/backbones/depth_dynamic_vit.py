@@ -114,6 +114,9 @@ class DepthDynamicVisionTransformer(DepthDynamicMixin, VisionTransformer):
                                               *self._grid(x))
 
     stock_type, arch_prefix = 'VisionTransformer', 'vit'
+    arch_table, depth_key = 'arch_zoo', 'num_layers'
+    arch_keys = ('embed_dims', 'num_layers', 'num_heads',
+                 'feedforward_channels')
 
     def net_arch(self, net: str):
         settings = self.arch_settings

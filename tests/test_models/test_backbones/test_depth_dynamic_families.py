@@ -184,6 +184,18 @@ def test_per_net_drop_path_rates_are_the_stock_ones(family):
 
 
 @pytest.mark.parametrize('family', FAMILIES)
+def test_full_net_drop_path_rates_are_python_floats(family):
+    """drop_path='full_net' keeps the stock DropPath modules; their rates
+    are Python floats (VisionTransformer's numpy floats stop
+    torch.compile from tracing them as constants)."""
+    model = _model(family, drop_path_rate=0.2, drop_path='full_net')
+    rates = [m.drop_prob for m in model.backbone.modules()
+             if type(m).__name__ == 'DropPath']
+    assert rates and any(r > 0 for r in rates)
+    assert all(type(r) is float for r in rates), {type(r) for r in rates}
+
+
+@pytest.mark.parametrize('family', FAMILIES)
 @pytest.mark.parametrize('mode', ['memory_efficient', 'simple'])
 def test_training_step_gives_every_loss_term(family, mode):
     model = _model(family).train()
@@ -258,3 +270,41 @@ def test_memory_efficient_equals_simple(family):
 def test_refusals(family, kwargs, match):
     with pytest.raises(ValueError, match=match):
         MODELS.build(_cfg(family, **kwargs))
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_nets_of_a_stored_config_are_read_not_built(family, monkeypatch):
+    """The nets a checkpoint's stored config (``meta['cfg']``) describes are
+    computed from its numbers: the DDNN's own nets, the stock class as one
+    net, another arch named; nothing is built."""
+    from mmengine.config import Config
+
+    from mmekd.apis import trained_nets
+    from mmekd.models.plain_net import ExportError
+    model = _model(family)
+    backbone = model.backbone
+
+    def meta(backbone_cfg):
+        return dict(cfg=Config(dict(model=dict(
+            type='mmekd.DDNNClassifier', backbone=backbone_cfg))).pretty_text)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError('a model was built from the stored config')
+
+    stock = FAMILIES[family]['stock']
+    full_arch = backbone.net_arch('full')
+    monkeypatch.setattr(MODELS, 'build', no_build)
+    monkeypatch.setattr(MMPRETRAIN_MODELS, 'build', no_build)
+    assert trained_nets(meta(FAMILIES[family]['backbone']),
+                        backbone) == backbone.net_blocks
+    one = trained_nets(meta(dict(stock, arch=full_arch)), backbone)
+    assert one == {'full': backbone.net_blocks['full']}
+    assert trained_nets(meta(dict(type='ResNet', depth=18)), backbone) is None
+    with pytest.raises(ExportError, match=r'was trained as a '
+                       f"{stock['type']} with arch .*another architecture"):
+        trained_nets(meta(stock), backbone)  # the stock, smaller arch
+    with pytest.raises(ExportError, match=r"with arch '(tiny|base)'.*but"):
+        trained_nets(meta(dict(type=stock['type'])), backbone)  # its default
+    with pytest.raises(ExportError, match='sub-nets that do not fit'):
+        trained_nets(meta(dict(FAMILIES[family]['backbone'],
+                               sub_stage_blocks=[[99] * 4])), backbone)
