@@ -58,6 +58,7 @@ from torch.profiler import profile
 
 from mmekd.apis import plain_model_cfg
 from mmekd.engine.optim import SafeOptimWrapperMixin
+from mmekd.engine.optim.safe_optim_wrapper import CHECK_RANGE
 from mmekd.models import DDNNClassifier
 from mmekd.models.classifiers.compiled_step import (StepCompiler,
                                                     dynamo_counts,
@@ -295,6 +296,9 @@ class Entry:
         self.compiler = getattr(model, '_compiler', None)
         self.steps = 0
         self._nonfinite = None  # on the device: no sync per step
+        # --profile: the non-finite check's time and the step's, per step
+        self.check_ms: Optional[float] = None
+        self.profiled_step_ms: Optional[float] = None
 
     def step(self, data):
         log_vars = self.model.train_step(data, self.wrapper)
@@ -421,7 +425,10 @@ class TimingRunner(StepRunner):
 
 class ProfileRunner(StepRunner):
     """``--profile``: the operators with the most self time over 5 steps of
-    each DDNN entry (after its warm-up), per step."""
+    each DDNN entry (after its warm-up), per step, and the share of the
+    step spent in the optim wrapper's non-finite check (its
+    ``mmekd.nonfinite_check`` range, children included, against the
+    profiled step's wall time)."""
 
     steps = 5
 
@@ -430,16 +437,27 @@ class ProfileRunner(StepRunner):
             if not e.name.startswith('ddnn['):
                 continue
             with profile() as prof:
+                _sync(self.device)
+                start = time.perf_counter()
                 for _ in range(self.steps):
                     e.step(self.data)
+                _sync(self.device)
+                wall = time.perf_counter() - start
             print(f'profile of {e.name}, {self.steps} steps (self CPU time '
                   'per step):')
-            events = sorted(prof.key_averages(),
-                            key=lambda a: -a.self_cpu_time_total)
+            averages = prof.key_averages()
+            events = sorted(averages, key=lambda a: -a.self_cpu_time_total)
             for a in events[:12]:
                 print(f'  {a.key[:60]:<62}'
                       f'{a.self_cpu_time_total / self.steps / 1e3:>8.3f} ms'
                       f'{a.count / self.steps:>8.1f} calls')
+            check_us = sum(a.cpu_time_total for a in averages
+                           if a.key == CHECK_RANGE)
+            e.profiled_step_ms = wall / self.steps * 1e3
+            e.check_ms = check_us / self.steps / 1e3
+            print(f'  {CHECK_RANGE} (the non-finite check, host time): '
+                  f'{e.check_ms:.3f} ms of a {e.profiled_step_ms:.2f} ms '
+                  f'profiled step ({e.check_ms / e.profiled_step_ms:.2%})')
 
 
 # ---------------------------------------------------------------------- #
@@ -528,6 +546,9 @@ def result_rows(entries: Sequence[Entry], batch: int,
             compiled=e.compiled,
             warmup_s=e.warmup_s,
             nonfinite_steps=e.nonfinite_steps,
+            nonfinite_check_ms=e.check_ms,
+            nonfinite_check_share=(e.check_ms / e.profiled_step_ms
+                                   if e.check_ms is not None else None),
             last_loss=float(e.last_loss),
             total_steps=e.steps,
             **e.compile)
@@ -559,6 +580,9 @@ def summarise(rows: Dict[str, dict], modes: Sequence[str], compiled: bool,
                     if on_gpu else None)
                 summary[f'cpu_live_ratio_{mode}{tag}'] = (
                     None if on_gpu else r['cpu_live_mb'] / full['cpu_live_mb'])
+            if r['nonfinite_check_share'] is not None:
+                summary[f'nonfinite_check_share_{mode}{tag}'] = r[
+                    'nonfinite_check_share']
             if suffix:
                 eager = rows[f'ddnn[{mode}]']
                 summary[f'compiled_vs_eager_{mode}'] = (

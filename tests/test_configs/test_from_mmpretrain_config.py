@@ -116,6 +116,7 @@ def test_trains_one_iteration(cifar10, tmp_path):
         assert not torch.equal(before[key], after[key]), key
 
 
+@pytest.mark.slow
 def test_train_tool_resolves_the_stock_base(cifar10, tmp_path):
     # tools/train.py, as a user runs it: the mmpretrain:: base resolves
     # without pkg_resources, one iteration trains and the per-net table

@@ -167,6 +167,8 @@ def test_static_bytes_counts_existing_gradients_only():
     assert static_bytes(model, wrapper) == 3 * 44 * 4
 
 
+@pytest.mark.slow
+@pytest.mark.isolated  # torch.compile (aot_eager: no generated code)
 def test_benchmark_compiled_beside_eager(capsys, tmp_path):
     """--compile times every model eager and compiled in one run and
     reports graphs, graph breaks and recompilations (aot_eager: the capture
@@ -198,3 +200,24 @@ def test_benchmark_compiled_beside_eager(capsys, tmp_path):
         summary['compiled_vs_eager_memory_efficient'] > 0
     assert re.search(r'^ddnn\[simple\] compiled\s+[\d.]+\s+1\s+0\s+0$', text,
                      re.M)
+
+
+def test_profile_reports_the_nonfinite_check_share(capsys, tmp_path):
+    """--profile measures the optim wrapper's non-finite check (its
+    profiler range) against the profiled step."""
+    tool = _tool()
+    out_json = str(tmp_path / 'res.json')
+    tool.main(TINY + ['--only', 'simple', '--profile', '--repeats', '1',
+                      '--json', out_json])
+    text = capsys.readouterr().out
+    line = re.search(r'mmekd\.nonfinite_check \(the non-finite check, host '
+                     r'time\): ([\d.]+) ms of a ([\d.]+) ms profiled step',
+                     text)
+    assert line, text[-2000:]
+    check_ms, step_ms = map(float, line.groups())
+    assert 0 < check_ms < step_ms
+    res = json.load(open(out_json))
+    row = res['rows']['ddnn[simple]']
+    assert row['nonfinite_check_share'] == pytest.approx(
+        res['summary']['nonfinite_check_share_simple'])
+    assert 0 < row['nonfinite_check_share'] < 1
