@@ -16,6 +16,8 @@ model = dict(
 # several backward passes per iteration (the memory-efficient step) count
 # as one, and a NaN loss stops the run
 optim_wrapper = dict(type='mmekd.SafeOptimWrapper')
+# under torchrun: the same memory-efficient step, gradients averaged once
+model_wrapper_cfg = dict(type='mmekd.DDNNDistributedDataParallel')
 
 data_root = '{{$CIFAR10_ROOT:data/cifar10}}'
 train_dataloader = dict(dataset=dict(type='mmekd.CIFAR10', data_root=data_root))

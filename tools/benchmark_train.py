@@ -614,10 +614,19 @@ def device_peak(args) -> tuple:
 
 
 def run_benchmark(args) -> dict:
-    cfg = load_benchmark_config(args)
-    on_gpu = args.device.startswith('cuda')
+    """The benchmark (``--no-mkldnn``: oneDNN off for its duration only)."""
+    enabled = torch.backends.mkldnn.enabled
     if args.no_mkldnn:
         torch.backends.mkldnn.enabled = False
+    try:
+        return _run_benchmark(args)
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
+def _run_benchmark(args) -> dict:
+    cfg = load_benchmark_config(args)
+    on_gpu = args.device.startswith('cuda')
     size = args.input_size or input_size_from_cfg(cfg)
     batch = args.batch_size or (
         cfg.train_dataloader.batch_size if on_gpu else 8)

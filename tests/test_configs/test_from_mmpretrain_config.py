@@ -76,6 +76,10 @@ def test_keeps_the_stock_recipe(cifar10):
     assert cfg.optim_wrapper.type == 'mmekd.SafeOptimWrapper'
     assert without_scope({**cfg.optim_wrapper, 'type': None}) == \
         without_scope({**stock.optim_wrapper, 'type': None})
+    # under torchrun, the DDNN's DDP wrapper (the memory-efficient step)
+    assert cfg.model_wrapper_cfg == dict(
+        type='mmekd.DDNNDistributedDataParallel')
+    assert 'model_wrapper_cfg' not in stock
     check_safety_hooks(cfg, stock)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[key].dataset.type == 'mmekd.CIFAR10'

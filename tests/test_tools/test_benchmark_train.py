@@ -204,12 +204,16 @@ def test_benchmark_compiled_beside_eager(capsys, tmp_path):
 
 def test_profile_reports_the_nonfinite_check_share(capsys, tmp_path):
     """--profile measures the optim wrapper's non-finite check (its
-    profiler range) against the profiled step."""
+    profiler range) against the profiled step; --no-mkldnn holds for the
+    run only."""
     tool = _tool()
     out_json = str(tmp_path / 'res.json')
+    enabled = torch.backends.mkldnn.enabled
     tool.main(TINY + ['--only', 'simple', '--profile', '--repeats', '1',
-                      '--json', out_json])
+                      '--no-mkldnn', '--json', out_json])
+    assert torch.backends.mkldnn.enabled == enabled
     text = capsys.readouterr().out
+    assert 'mkldnn False' in text
     line = re.search(r'mmekd\.nonfinite_check \(the non-finite check, host '
                      r'time\): ([\d.]+) ms of a ([\d.]+) ms profiled step',
                      text)

@@ -135,7 +135,7 @@ def test_exported_config_is_stock(exported):
         src_cfg).test_dataloader.dataset.pipeline
     # Every replacement is noted in the file.
     for line in ('# Note: optim_wrapper: mmekd.SafeOptimWrapper -> '
-                 "OptimWrapper (dropped on_nonfinite='stop')",
+                 "OptimWrapper (dropped check='device', on_nonfinite='stop')",
                  '# Note: default_hooks.checkpoint: '
                  'mmekd.AtomicCheckpointHook -> CheckpointHook',
                  '# Note: default_hooks.exact_resume: dropped '

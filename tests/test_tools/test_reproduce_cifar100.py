@@ -129,17 +129,18 @@ def test_official_test_split_on_the_stock_pipeline(tmp_path):
 
 
 def test_lever_rows_build_the_documented_models(tmp_path):
-    levers = ('sub_ce_weight', 'full_loss_weight', 'train_nets')
     built = {}
     for row, c in plan(tmp_path, '--rows', 'ekd_sub_kd_only', 'ekd_sandwich',
                        'ekd_t1', 'ekd_private_bn', 'adaptive_depth').items():
         from mmekd.registry import MODELS
         model = MODELS.build(c.cfg.model)
         bb = model.backbone
-        built[row] = (tuple(getattr(model, k) for k in levers),
-                      None if model.kl_loss is None else
-                      (model.kl_loss.tau, model.kl_loss.loss_weight),
-                      model.at_loss is not None, bb.norm_sharing,
+        ekd = model.ekd
+        built[row] = ((ekd.sub_ce_weight, ekd.full_loss_weight,
+                       model.sampler.mode),
+                      None if ekd.kl_loss is None else
+                      (ekd.kl_loss.tau, ekd.kl_loss.loss_weight),
+                      ekd.at_loss is not None, bb.norm_sharing,
                       [bb.blocks_per_stage(n) for n in bb.sub_net_names])
     r18 = [[2, 2, 2, 2]]
     assert built == {

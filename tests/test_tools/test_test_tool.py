@@ -204,7 +204,6 @@ def _args(tool, argv, monkeypatch):
 @pytest.mark.parametrize('argv, message', [
     (['--resume', '/no/such.pth'], '--resume: checkpoint /no/such.pth'),
     (['--auto-scale-lr', '--cfg-options', 'auto_scale_lr=None'], None),
-    (['--amp'], '--amp needs a CUDA GPU'),
     (['--cfg-options', 'optim_wrapper.type=AmpOptimWrapper'],
      'optim_wrapper.type=AmpOptimWrapper .* needs a CUDA GPU'),
     # Would replace mmekd.AtomicCheckpointHook: refused, not rewritten.
@@ -227,6 +226,19 @@ def test_train_cli_validation(tmp_path, monkeypatch, argv, message):
     args = _args(train, [str(cfg_path), *argv], monkeypatch)
     with pytest.raises(SystemExit, match=message):
         train.merge_args(cfg, args)
+
+
+def test_train_cli_amp_keeps_the_nonfinite_check(tmp_path, monkeypatch):
+    """--amp swaps in the safe AMP wrapper (bfloat16 autocast on a CPU):
+    the non-finite check stays, with the config's other arguments."""
+    train = load_tool('train')
+    cfg_path = tmp_path / 'cfg.py'
+    cfg_path.write_text(CONFIG)
+    args = _args(train, [str(cfg_path), '--amp', '--on-nonfinite', 'skip'],
+                 monkeypatch)
+    cfg = train.merge_args(Config.fromfile(str(cfg_path)), args)
+    assert cfg.optim_wrapper.type == 'mmekd.SafeAmpOptimWrapper'
+    assert cfg.optim_wrapper.on_nonfinite == 'skip'
 
 
 def test_train_cli_on_nonfinite(tmp_path, monkeypatch):

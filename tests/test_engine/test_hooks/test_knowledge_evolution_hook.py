@@ -556,6 +556,8 @@ def test_ke_on_ddnn_every_net_dense_and_slim(tmp_path):
     result equal to evaluating that net's extracted slim network."""
     cfg = derived_cfg(str(tmp_path), gens=2, epochs=1)
     cfg.model = ddnn_cfg()
+    # the memory-efficient step's per-net backward passes are one iteration
+    cfg.optim_wrapper.type = 'mmekd.SafeOptimWrapper'
     cfg.val_evaluator = dict(type='mmekd.MultiNetAccuracy', topk=(1, ))
     runner = Runner.from_cfg(cfg)
     runner.train()
