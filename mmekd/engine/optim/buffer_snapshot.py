@@ -3,11 +3,12 @@
 back, in a constant number of calls per iteration.
 
 The buffers are grouped by device and dtype once; each group has one flat
-snapshot tensor and views of it shaped like the buffers, so taking and
-restoring is one ``torch._foreach_copy_`` per group, and restoring where a
-flag on the device is set (no host sync) is one ``cat``, one ``where``, one
-``split`` and one ``_foreach_copy_`` per group. No Python loop over the
-buffers runs per iteration.
+snapshot tensor (with views of it shaped like the buffers) and one flat
+work tensor (split once into views), so taking is one ``cat`` into the
+snapshot, restoring one ``torch._foreach_copy_``, and restoring where a
+flag on the device is set (no host sync) one ``cat``, one ``where`` and one
+``_foreach_copy_`` per group, all into preallocated tensors. No Python loop
+over the buffers runs per iteration.
 
 Example::
 
@@ -28,24 +29,26 @@ class _Group:
         self.buffers = buffers
         self.flat_buffers = [b.view(-1) for b in buffers]
         self.sizes = [b.numel() for b in buffers]
-        self.snapshot = torch.empty(
-            sum(self.sizes), dtype=buffers[0].dtype, device=buffers[0].device)
+        like = dict(dtype=buffers[0].dtype, device=buffers[0].device)
+        # the values at take(); the values now; the restored values
+        self.snapshot, self.now, self.chosen = (
+            torch.empty(sum(self.sizes), **like) for _ in range(3))
         self.views = [
             v.view(b.shape)
             for v, b in zip(torch.split(self.snapshot, self.sizes), buffers)
         ]
+        self.chosen_views = list(torch.split(self.chosen, self.sizes))
 
     def take(self) -> None:
-        torch._foreach_copy_(self.views, self.buffers)
+        torch.cat(self.flat_buffers, out=self.snapshot)
 
     def restore(self) -> None:
         torch._foreach_copy_(self.buffers, self.views)
 
     def restore_where(self, flag: torch.Tensor) -> None:
-        now = torch.cat(self.flat_buffers)
-        chosen = torch.where(flag.to(now.device), self.snapshot, now)
-        torch._foreach_copy_(self.flat_buffers,
-                             list(torch.split(chosen, self.sizes)))
+        torch.cat(self.flat_buffers, out=self.now)
+        torch.where(flag, self.snapshot, self.now, out=self.chosen)
+        torch._foreach_copy_(self.flat_buffers, self.chosen_views)
 
 
 class BufferSnapshot:
@@ -93,4 +96,4 @@ class BufferSnapshot:
         """:meth:`restore` where the bool tensor ``flag`` is set, on the
         device (no host sync)."""
         for group in self._groups:
-            group.restore_where(flag)
+            group.restore_where(flag.to(group.now.device))

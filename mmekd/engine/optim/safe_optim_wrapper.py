@@ -268,13 +268,15 @@ class SafeOptimWrapperMixin:
     def _nonfinite_flag(loss: torch.Tensor) -> torch.Tensor:
         """A bool tensor on the loss's device: the loss is not finite here
         or on another rank (all-reduced with MAX; no host sync)."""
-        bad = (~torch.isfinite(loss.detach())).any().to(torch.int32)
+        bad = torch.isfinite(loss.detach()).logical_not_().any()
         if torch_dist.is_available() and torch_dist.is_initialized() \
                 and torch_dist.get_world_size() > 1:
             # One rank's NaN poisons every rank's averaged gradients, and
             # ranks that skip backward must all skip it.
+            bad = bad.to(torch.int32)
             torch_dist.all_reduce(bad, op=torch_dist.ReduceOp.MAX)
-        return bad.bool()
+            bad = bad.bool()
+        return bad
 
     def _is_finite(self, loss: torch.Tensor) -> bool:
         return not bool(self._nonfinite_flag(loss).item())
