@@ -3,9 +3,10 @@
 back, in a constant number of calls per iteration.
 
 The buffers are grouped by device and dtype once; each group has one flat
-snapshot tensor (with views of it shaped like the buffers) and one flat
-work tensor (split once into views), so taking is one ``cat`` into the
-snapshot, restoring one ``torch._foreach_copy_``, and restoring where a
+snapshot tensor (with views of it shaped like the buffers) and two flat
+work tensors (the values now; the values chosen, split once into views), so
+taking is one ``cat`` into the snapshot, restoring one
+``torch._foreach_copy_``, and restoring where a
 flag on the device is set (no host sync) one ``cat``, one ``where`` and one
 ``_foreach_copy_`` per group, all into preallocated tensors. No Python loop
 over the buffers runs per iteration.
